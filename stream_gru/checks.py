@@ -1,0 +1,108 @@
+"""Input validation shared by ``Stream`` and ``StreamPool``.
+
+Every check runs before any state changes, and every error names the bad value and
+what was expected: a wrong type raises ``TypeError``, a wrong shape or a non-finite
+value ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_array", "as_samples"]
+
+_FLOAT32 = np.dtype(np.float32)
+_ACCEPTED_KINDS = "fiu"  # float, signed int, unsigned int
+_KIND_NAMES = {"b": "bool", "c": "complex", "U": "str", "S": "bytes", "O": "object", "V": "void"}
+
+
+def _numeric(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, (str, bytes)):
+        raise TypeError(f"{what} must be a real numeric array, got {type(x).__name__} {x!r:.40}")
+    else:
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise TypeError(
+                f"{what} must be a real numeric array, got {type(x).__name__}: {e}"
+            ) from None
+    if arr.dtype.kind not in _ACCEPTED_KINDS:
+        kind = _KIND_NAMES.get(arr.dtype.kind, str(arr.dtype))
+        raise TypeError(
+            f"{what} must be a real numeric array (float or int), got dtype {arr.dtype} ({kind})"
+        )
+    return arr
+
+
+def _where_not_finite(
+    arr: np.ndarray, axis_names: Sequence[str], feature_names: Sequence[str]
+) -> str:
+    bad = np.argwhere(~np.isfinite(arr))
+    index = tuple(int(i) for i in bad[0])
+    value = arr[index]
+    parts = [f"{name} {i}" for name, i in zip(axis_names, index, strict=False)]
+    if feature_names and len(index) == len(axis_names) and axis_names[-1] == "feature":
+        parts[-1] = f"feature {index[-1]} ('{feature_names[index[-1]]}')"
+    more = f" ({len(bad)} non-finite values in all)" if len(bad) > 1 else ""
+    return f"{value} at {', '.join(parts)}{more}"
+
+
+def as_array(
+    x: Any,
+    shape: tuple[int, ...],
+    *,
+    what: str,
+    dtype: np.dtype[Any] = _FLOAT32,
+    hint: str = "",
+) -> np.ndarray:
+    """``x`` as a contiguous array of ``dtype`` and exactly ``shape``, all finite."""
+    arr = _numeric(x, what)
+    if arr.shape != shape:
+        raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(out).all():
+        names = ["index"] * out.ndim
+        src = f" (overflows {dtype.name})" if np.isfinite(arr).all() else ""
+        raise ValueError(f"{what} must be finite, found {_where_not_finite(out, names, ())}{src}")
+    return out
+
+
+def as_samples(
+    x: Any,
+    sample_shape: tuple[int, ...],
+    *,
+    what: str,
+    leading: tuple[str, ...] = (),
+    feature_names: Sequence[str] = (),
+) -> np.ndarray:
+    """Samples with ``leading`` axes (e.g. ``("step",)``) before ``sample_shape``.
+
+    Returns a contiguous float32 array; a leading axis may have any length. The error
+    for a NaN names the step and the feature where it is.
+    """
+    arr = _numeric(x, what)
+    n = len(leading)
+    if arr.ndim != n + len(sample_shape) or arr.shape[n:] != sample_shape:
+        expected = ", ".join([*leading, *map(str, sample_shape)])
+        hint = ""
+        if not leading and arr.ndim == len(sample_shape) + 1:
+            hint = "; use feed() for a chunk of steps"
+        raise ValueError(f"{what} has shape {arr.shape}, expected ({expected}){hint}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        axes = [
+            *leading,
+            *(["feature"] if len(sample_shape) == 1 else ["index"] * len(sample_shape)),
+        ]
+        overflow = " (overflows float32)" if np.isfinite(arr).all() else ""
+        raise ValueError(
+            f"{what} must be finite, found {_where_not_finite(out, axes, feature_names)}{overflow}"
+        )
+    return out

@@ -1,0 +1,29 @@
+"""The package's own errors.
+
+Bad values raise ``ValueError``, wrong types ``TypeError`` and unknown stream keys
+``KeyError``, as Python users expect. The classes here cover what the standard ones
+do not: a model file this runtime cannot run, and a snapshot or pool file that is
+corrupt or belongs to another model.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ExportError", "ModelError", "SnapshotError", "StreamGRUError"]
+
+
+class StreamGRUError(Exception):
+    """Base class of every error raised by stream_gru itself."""
+
+
+class ModelError(StreamGRUError):
+    """A model file that cannot be run: unreadable, not ONNX, without this
+    project's metadata, or with metadata that does not match its graph."""
+
+
+class SnapshotError(StreamGRUError):
+    """A snapshot or pool file that is corrupt, truncated, of an unknown format
+    version, or made by another model (its weights' fingerprint differs)."""
+
+
+class ExportError(StreamGRUError):
+    """An exported graph failed the structural checks; nothing was written."""

@@ -1,0 +1,249 @@
+"""The PyTorch network and its checkpoint file (``train`` extra).
+
+``GRUModel`` is ``nn.GRU(batch_first=True)`` (or ``nn.LSTM``) with a linear head at
+every time step. The input normalization, and for regression the target
+de-normalization, are buffers inside the module, so the exported graph takes raw
+features and returns user units.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Normalization",
+    "GRUConfig",
+    "GRUModel",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1
+Task = Literal["regression", "classification"]
+Cell = Literal["gru", "lstm"]
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    """Shape and kind of the network.
+
+    ``output_size`` is the number of classes for classification (the model emits one
+    score per class at every step) and the number of targets for regression.
+    ``dropout`` applies between stacked recurrent layers during training only.
+    """
+
+    input_size: int
+    hidden_size: int = 64
+    num_layers: int = 1
+    output_size: int = 1
+    task: Task = "classification"
+    cell: Cell = "gru"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "hidden_size", "num_layers", "output_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GRUConfig.{name} must be a positive int, got {value!r}")
+        if self.task not in ("regression", "classification"):
+            raise ValueError(
+                f"GRUConfig.task must be 'regression' or 'classification', got {self.task!r}"
+            )
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"GRUConfig.cell must be 'gru' or 'lstm', got {self.cell!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GRUConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature mean/std of the training split; per-target ones for regression."""
+
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    target_mean: tuple[float, ...] = field(default_factory=tuple)
+    target_std: tuple[float, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Sequence[float]]) -> Normalization:
+        return cls(**{k: tuple(float(x) for x in d.get(k, ())) for k in _NORM_KEYS})
+
+    @classmethod
+    def identity(cls, cfg: GRUConfig) -> Normalization:
+        targets = cfg.output_size if cfg.task == "regression" else 0
+        return cls(
+            (0.0,) * cfg.input_size, (1.0,) * cfg.input_size, (0.0,) * targets, (1.0,) * targets
+        )
+
+
+_NORM_KEYS = ("feature_mean", "feature_std", "target_mean", "target_std")
+
+
+class GRUModel(nn.Module):
+    """A recurrent network with a head at every step.
+
+    ``forward(x, h0=None)`` takes raw features ``x`` of shape (B, T, input_size) and
+    the initial state (for a GRU ``h0`` of shape (num_layers, B, hidden_size); for an
+    LSTM the pair ``(h0, c0)``; zeros when ``None``) and returns ``(y, hn)`` with ``y``
+    of shape (B, T, output_size): class scores (logits) or regression outputs in user
+    units.
+    """
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
+    def __init__(self, config: GRUConfig, normalization: Normalization | None = None) -> None:
+        super().__init__()
+        self.config = config
+        rnn_cls = nn.GRU if config.cell == "gru" else nn.LSTM
+        self.rnn = rnn_cls(
+            config.input_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(config.hidden_size, config.output_size)
+        targets = config.output_size if config.task == "regression" else 0
+        self.register_buffer("feature_mean", torch.zeros(config.input_size))
+        self.register_buffer("feature_std", torch.ones(config.input_size))
+        self.register_buffer("target_mean", torch.zeros(targets))
+        self.register_buffer("target_std", torch.ones(targets))
+        self.set_normalization(normalization or Normalization.identity(config))
+
+    def set_normalization(self, norm: Normalization) -> None:
+        """Copy the normalization into the buffers; a zero std becomes 1."""
+        cfg = self.config
+        expected = {
+            "feature_mean": cfg.input_size,
+            "feature_std": cfg.input_size,
+            "target_mean": self.target_mean.numel(),
+            "target_std": self.target_std.numel(),
+        }
+        for key, size in expected.items():
+            values = getattr(norm, key)
+            if len(values) != size:
+                raise ValueError(f"normalization {key} has {len(values)} values, expected {size}")
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"normalization {key} has a non-finite value: {values}")
+            t = torch.tensor(values, dtype=torch.float32)
+            if key.endswith("_std"):
+                t = torch.where(t.abs() < 1e-12, torch.ones_like(t), t)
+            getattr(self, key).copy_(t)
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(
+            *(tuple(float(v) for v in getattr(self, k).tolist()) for k in _NORM_KEYS)
+        )
+
+    def initial_state(self, batch: int) -> State:
+        """Zeros of the state's shape for ``batch`` streams."""
+        cfg = self.config
+        h = torch.zeros(cfg.num_layers, batch, cfg.hidden_size, device=self.feature_mean.device)
+        return h if cfg.cell == "gru" else (h, torch.zeros_like(h))
+
+    def forward_normalized(
+        self, x: torch.Tensor, h0: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Outputs before de-normalization (what the training loss sees)."""
+        z = (x - self.feature_mean) / self.feature_std
+        out, hn = self.rnn(z, h0)
+        return self.head(out), hn
+
+    def forward(self, x: torch.Tensor, h0: State | None = None) -> tuple[torch.Tensor, State]:
+        y, hn = self.forward_normalized(x, h0)
+        if self.config.task == "regression":
+            y = y * self.target_std + self.target_mean
+        return y, hn
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: GRUModel,
+    *,
+    feature_names: Sequence[str],
+    output_names: Sequence[str],
+    metrics: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint atomically: config, weights, normalization, names, metrics."""
+    cfg = model.config
+    if len(feature_names) != cfg.input_size:
+        raise ValueError(
+            f"{len(feature_names)} feature names for input_size {cfg.input_size}: {feature_names}"
+        )
+    if len(output_names) != cfg.output_size:
+        raise ValueError(
+            f"{len(output_names)} output names for output_size {cfg.output_size}: {output_names}"
+        )
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(cfg),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "normalization": model.normalization.to_dict(),
+        "feature_names": [str(n) for n in feature_names],
+        "output_names": [str(n) for n in output_names],
+        "metrics": dict(metrics or {}),
+        "training": dict(training or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
+    """Rebuild the network from a checkpoint, in eval mode.
+
+    The returned module also carries ``feature_names``, ``output_names``, ``metrics``
+    and ``training`` (a dict of facts about the run) as plain attributes.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path} is not a stream-gru checkpoint: {e}") from e
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a stream-gru checkpoint (no 'config'/'state_dict')")
+    cfg = GRUConfig(**ckpt["config"])
+    model = GRUModel(cfg, Normalization.from_dict(ckpt.get("normalization", {})))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    model.feature_names = list(ckpt.get("feature_names") or default_names("x", cfg.input_size))
+    model.output_names = list(ckpt.get("output_names") or default_names("y", cfg.output_size))
+    model.metrics = dict(ckpt.get("metrics") or {})
+    model.training_info = dict(ckpt.get("training") or {})
+    return model
+
+
+def default_names(prefix: str, n: int) -> list[str]:
+    """``x0, x1, ...``: names for unnamed features or outputs."""
+    return [f"{prefix}{i}" for i in range(n)]

@@ -1,0 +1,302 @@
+"""Load a model and run streams on it: ``load``, ``StreamingModel``, ``Stream``.
+
+The model (one onnxruntime session) is shared; each ``Stream`` owns its state and
+carries it from call to call. Nothing here imports torch or onnx.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import snapshot as _snapshot
+from .checks import as_array, as_samples
+from .errors import ModelError, SnapshotError
+from .onnx_file import fingerprint_model_bytes
+from .session import SessionOptions, create_session
+from .spec import ModelIO, ModelSpec, read_spec
+
+__all__ = ["Stream", "StreamingModel", "load"]
+
+_STREAM_KIND = b"STRM"
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    provider: str = "auto",
+    threads: int = 1,
+    spinning: bool = False,
+    io: ModelIO | None = None,
+) -> StreamingModel:
+    """Load an ONNX model for streaming.
+
+    ``provider`` is "auto" (CUDA where usable, else CPU), "cpu" or "cuda"; ``threads``
+    the intra-op threads; ``spinning`` lets idle threads spin (costs CPU while idle).
+    This project's models describe themselves in their metadata; for any other stateful
+    model pass ``io`` to say which tensors carry data and state.
+
+    Raises ``ModelError`` for a file that is not a model this runtime can run,
+    ``FileNotFoundError`` for a missing one.
+    """
+    options = SessionOptions(provider=provider, threads=threads, spinning=spinning)
+    if io is not None and not isinstance(io, ModelIO):
+        raise TypeError(f"io must be a stream_gru.ModelIO, got {type(io).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, expected an .onnx model file")
+    data = path.read_bytes()
+    if not data:
+        raise ModelError(f"{path} is empty (0 bytes), expected an .onnx model file")
+    fingerprint = fingerprint_model_bytes(data, source=str(path))
+    session, in_use = create_session(path, options)
+    spec = read_spec(
+        inputs=session.get_inputs(),
+        outputs=session.get_outputs(),
+        metadata=session.get_modelmeta().custom_metadata_map,
+        fingerprint=fingerprint,
+        io=io,
+        source=str(path),
+    )
+    return StreamingModel(path, session, spec, in_use, options)
+
+
+def _normalized_axes(io: ModelIO, rank: int) -> tuple[int | None, int | None]:
+    b = None if io.batch_axis is None else io.batch_axis % rank
+    t = None if io.time_axis is None else io.time_axis % rank
+    return b, t
+
+
+class StreamingModel:
+    """A loaded model: one shared session, from which streams are made.
+
+    ``spec`` describes the model; ``provider`` is the execution provider in use;
+    ``session`` is the underlying ``onnxruntime.InferenceSession``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        session: Any,
+        spec: ModelSpec,
+        provider: str,
+        options: SessionOptions,
+    ) -> None:
+        self.path = path
+        self.session = session
+        self.spec = spec
+        self.provider = provider
+        self.options = options
+        io = spec.io
+        self._rank = (
+            len(spec.sample_shape) + (io.batch_axis is not None) + (io.time_axis is not None)
+        )
+        self._batch_axis, self._time_axis = _normalized_axes(io, self._rank)
+        self._output_names = [io.output, *(s.output for s in io.states)]
+        self._constants = dict(io.constants)
+        self._initial = {
+            s.input: self._batched_state(
+                np.zeros(spec.state_shapes[s.input], spec.state_dtypes[s.input]), s.batch_axis
+            )
+            for s in io.states
+        }
+
+    def __repr__(self) -> str:
+        s = self.spec
+        kind = f"{s.cell} {s.task}" if s.cell else "third-party"
+        return (
+            f"StreamingModel({str(self.path)!r}, {kind}, input_size={s.input_size}, "
+            f"output_size={s.output_size}, provider={self.provider!r})"
+        )
+
+    # -- streams -----------------------------------------------------------------
+    def stream(self) -> Stream:
+        """A new stream starting from the initial (zero) state."""
+        return Stream(self)
+
+    def restore(self, blob: bytes) -> Stream:
+        """A new stream continuing from ``Stream.snapshot()`` bytes.
+
+        Raises ``SnapshotError`` for a corrupt or truncated snapshot or one made by
+        another model (other weights, even of the same shapes).
+        """
+        state, steps = self._decode_snapshot(blob)
+        stream = Stream(self)
+        stream._states = state
+        stream._steps = steps
+        return stream
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """The initial state of a stream, without the batch axis."""
+        return {k: self._unbatched_state(k, v) for k, v in self._initial.items()}
+
+    # -- plumbing shared by Stream (and later the pool) --------------------------
+    def _batched_state(self, arr: np.ndarray, batch_axis: int | None) -> np.ndarray:
+        return arr if batch_axis is None else np.expand_dims(arr, batch_axis)
+
+    def _unbatched_state(self, name: str, arr: np.ndarray) -> np.ndarray:
+        pair = next(s for s in self.spec.states if s.input == name)
+        out = arr if pair.batch_axis is None else np.take(arr, 0, axis=pair.batch_axis)
+        return np.array(out, copy=True)
+
+    def _as_model_input(self, samples: np.ndarray, with_time: bool) -> np.ndarray:
+        """(T, *sample) with time, (*sample) without -> the data input for one stream."""
+        b, t = self._batch_axis, self._time_axis
+        if with_time:
+            if b is None:
+                return np.ascontiguousarray(np.moveaxis(samples, 0, t))
+            return np.ascontiguousarray(np.moveaxis(samples[np.newaxis], [0, 1], [b, t]))
+        x = samples
+        for axis in sorted(a for a in (b, t) if a is not None):
+            x = np.expand_dims(x, axis)
+        return np.ascontiguousarray(x)
+
+    def _from_model_output(self, y: np.ndarray, with_time: bool) -> np.ndarray:
+        """The data output -> (T, *out) with time, (*out) without; batch removed."""
+        b, t = self._batch_axis, self._time_axis
+        if with_time:
+            if b is None:
+                return np.moveaxis(y, t, 0)
+            return np.moveaxis(y, [b, t], [0, 1])[0]
+        drop = {a for a in (b, t) if a is not None}
+        return y.reshape([d for i, d in enumerate(y.shape) if i not in drop])
+
+    def _run(
+        self, x: np.ndarray, states: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        feeds = {self.spec.io.input: x, **states, **self._constants}
+        outs = self.session.run(self._output_names, feeds)
+        new = {s.input: o for s, o in zip(self.spec.states, outs[1:], strict=True)}
+        return outs[0], new
+
+    def _check_state(self, value: Any) -> dict[str, np.ndarray]:
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"state must be a mapping of state names to arrays, got {type(value).__name__}"
+            )
+        names = list(self.spec.state_shapes)
+        if set(value) != set(names):
+            raise ValueError(f"state has keys {sorted(map(str, value))}, expected {names}")
+        out = {}
+        for s in self.spec.states:
+            arr = as_array(
+                value[s.input],
+                self.spec.state_shapes[s.input],
+                what=f"state '{s.input}'",
+                dtype=self.spec.state_dtypes[s.input],
+                hint=" (the state of one stream, without the batch axis)",
+            )
+            out[s.input] = self._batched_state(arr, s.batch_axis)
+        return out
+
+    def _encode_snapshot(self, states: Mapping[str, np.ndarray], steps: int) -> bytes:
+        arrays = {k: self._unbatched_state(k, v) for k, v in states.items()}
+        return _snapshot.encode(_STREAM_KIND, self.spec.fingerprint, arrays, {"steps": steps})
+
+    def _decode_snapshot(self, blob: Any) -> tuple[dict[str, np.ndarray], int]:
+        arrays, extra = _snapshot.decode(blob, _STREAM_KIND, self.spec.fingerprint)
+        try:
+            state = self._check_state(arrays)
+        except (TypeError, ValueError) as e:
+            raise SnapshotError(f"snapshot does not fit this model's state: {e}") from None
+        steps = extra.get("steps", 0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise SnapshotError(f"snapshot has a bad step count {steps!r}")
+        return state, steps
+
+
+class Stream:
+    """One stream: the model plus this stream's state, carried between calls.
+
+    ``step(x)`` runs one sample, ``feed(X)`` a chunk of samples in one call; both leave
+    the state where the last sample left it. A call that raises changes nothing.
+    A stream may be used from several threads; calls are serialized.
+    """
+
+    def __init__(self, model: StreamingModel) -> None:
+        self.model = model
+        self._states = dict(model._initial)
+        self._steps = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Stream(steps={self._steps}, model={self.model!r})"
+
+    @property
+    def steps(self) -> int:
+        """Samples run since the stream started or was reset (kept by snapshots)."""
+        return self._steps
+
+    def step(self, x: Any) -> np.ndarray:
+        """Run one sample ``x`` of shape (input_size,); returns this step's output."""
+        m = self.model
+        sample = as_samples(x, m.spec.sample_shape, what="x", feature_names=m.spec.feature_names)
+        with self._lock:
+            y, new = m._run(m._as_model_input(sample, with_time=False), self._states)
+            self._states = new
+            self._steps += 1
+        return m._from_model_output(y, with_time=False)
+
+    def feed(self, xs: Any) -> np.ndarray:
+        """Run a chunk ``X`` of shape (T, input_size); returns (T, output_size).
+
+        Equal to T calls of ``step`` (bit for bit on this project's models). The chunk
+        is checked whole before any of it runs.
+        """
+        m = self.model
+        samples = as_samples(
+            xs, m.spec.sample_shape, what="X", leading=("step",), feature_names=m.spec.feature_names
+        )
+        n = samples.shape[0]
+        if m._time_axis is None:
+            with self._lock:
+                states, ys = self._states, []
+                for i in range(n):
+                    y, states = m._run(m._as_model_input(samples[i], with_time=False), states)
+                    ys.append(m._from_model_output(y, with_time=False))
+                self._states = states
+                self._steps += n
+            if not ys:
+                return np.zeros((0,), np.float32)
+            return np.stack(ys)
+        if n == 0:
+            out_tail = () if m.spec.output_size is None else (m.spec.output_size,)
+            return np.zeros((0, *out_tail), np.float32)
+        with self._lock:
+            y, new = m._run(m._as_model_input(samples, with_time=True), self._states)
+            self._states = new
+            self._steps += n
+        return m._from_model_output(y, with_time=True)
+
+    def reset(self) -> None:
+        """Back to the initial state, as a fresh stream."""
+        with self._lock:
+            self._states = dict(self.model._initial)
+            self._steps = 0
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the state: {state input name: array without the batch axis}."""
+        with self._lock:
+            states = self._states
+        return {k: self.model._unbatched_state(k, v) for k, v in states.items()}
+
+    @state.setter
+    def state(self, value: Mapping[str, Any]) -> None:
+        checked = self.model._check_state(value)
+        with self._lock:
+            self._states = checked
+
+    def snapshot(self) -> bytes:
+        """The state as bytes: format version, model fingerprint, state, checksum.
+
+        Restore with ``model.restore(blob)``, in this process or another.
+        """
+        with self._lock:
+            states, steps = self._states, self._steps
+        return self.model._encode_snapshot(states, steps)

@@ -1,0 +1,115 @@
+"""The onnxruntime session: provider choice, threads and spinning.
+
+The defaults suit a real-time process: one intra-op thread, sequential execution, and
+no spinning thread pools, so a loaded model that is not stepping uses no CPU
+(DESIGN.md, trap 9).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["PROVIDERS", "SessionOptions", "create_session", "import_onnxruntime"]
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+PROVIDERS = ("auto", "cpu", "cuda")
+_ALIASES = {"cpu": "cpu", CPU.lower(): "cpu", "cuda": "cuda", CUDA.lower(): "cuda", "auto": "auto"}
+
+GPU_INSTALL_HINT = (
+    "install the GPU wheel in place of the CPU one: "
+    "pip uninstall -y onnxruntime && pip install 'stream-gru[gpu]' "
+    "(onnxruntime-gpu needs a matching CUDA and cuDNN; see the README, 'GPU')"
+)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How the session runs.
+
+    ``provider``: "auto" (CUDA where usable, else CPU), "cpu" or "cuda".
+    ``threads``: intra-op threads (1 is the lowest latency for small models).
+    ``spinning``: let idle pool threads spin for lower wake-up latency at the cost of
+    burning CPU while idle; off by default.
+    """
+
+    provider: str = "auto"
+    threads: int = 1
+    spinning: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provider, str) or self.provider.lower() not in _ALIASES:
+            raise ValueError(f"provider must be one of {PROVIDERS}, got {self.provider!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(
+                f"threads must be a non-negative int (0: onnxruntime's default), got "
+                f"{self.threads!r}"
+            )
+        if not isinstance(self.spinning, bool):
+            raise TypeError(f"spinning must be a bool, got {self.spinning!r}")
+
+
+def import_onnxruntime() -> Any:
+    """Import onnxruntime, or say how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(
+            "stream_gru needs onnxruntime to run models: pip install 'stream-gru[cpu]' "
+            "(or 'stream-gru[gpu]' for CUDA)"
+        ) from e
+    return onnxruntime
+
+
+def _ort_options(ort: Any, options: SessionOptions) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if options.spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+    return so
+
+
+def create_session(
+    path: str | os.PathLike[str], options: SessionOptions
+) -> tuple[onnxruntime.InferenceSession, str]:
+    """Open ``path`` with the requested provider; returns (session, provider in use).
+
+    Raises ``ModelError`` where onnxruntime cannot load the file, ``RuntimeError`` where
+    ``provider="cuda"`` is not usable here.
+    """
+    ort = import_onnxruntime()
+    wanted = _ALIASES[options.provider.lower()]
+    available = list(ort.get_available_providers())
+    if wanted == "cuda" and CUDA not in available:
+        raise RuntimeError(
+            f"provider='cuda' needs the CUDA execution provider, but onnxruntime "
+            f"{ort.__version__} offers {available}; {GPU_INSTALL_HINT}"
+        )
+    providers = (
+        [CUDA, CPU] if wanted == "cuda" or (wanted == "auto" and CUDA in available) else [CPU]
+    )
+    try:
+        session = ort.InferenceSession(
+            os.fspath(path), sess_options=_ort_options(ort, options), providers=providers
+        )
+    except Exception as e:  # onnxruntime raises its own pybind exception types
+        raise ModelError(f"onnxruntime cannot load {path}: {str(e).strip()}") from None
+    in_use = session.get_providers()[0]
+    if wanted == "cuda" and in_use != CUDA:
+        raise RuntimeError(
+            f"provider='cuda' was requested but the session fell back to {in_use} "
+            f"(the CUDA libraries could not be loaded); {GPU_INSTALL_HINT}"
+        )
+    return session, in_use
