@@ -158,7 +158,7 @@ def _metadata(net: GRUModel, io: ModelIO, fingerprint: str) -> dict[str, Any]:
     cfg = net.config
     info = getattr(net, "training_info", {})
     training = _scalars(info)
-    training.update({f"val_{k}": v for k, v in _scalars(getattr(net, "metrics", {})).items()})
+    training.update(_scalars(getattr(net, "metrics", {})))
     return {
         "format_version": METADATA_VERSION,
         "producer": f"stream-gru {__version__}",

@@ -3,7 +3,7 @@
 ``GRUModel`` is ``nn.GRU(batch_first=True)`` (or ``nn.LSTM``) with a linear head at
 every time step. The input normalization, and for regression the target
 de-normalization, are buffers inside the module, so the exported graph takes raw
-features and returns user units.
+features and returns user units (or, for classification, class probabilities).
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ class GRUModel(nn.Module):
     ``forward(x, h0=None)`` takes raw features ``x`` of shape (B, T, input_size) and
     the initial state (for a GRU ``h0`` of shape (num_layers, B, hidden_size); for an
     LSTM the pair ``(h0, c0)``; zeros when ``None``) and returns ``(y, hn)`` with ``y``
-    of shape (B, T, output_size): class scores (logits) or regression outputs in user
-    units.
+    of shape (B, T, output_size): class probabilities (a softmax over the classes at
+    every step) or regression outputs in user units. ``forward_normalized`` gives the
+    raw head outputs (logits, or normalized targets) that the training loss sees.
     """
 
     feature_mean: torch.Tensor
@@ -170,8 +171,8 @@ class GRUModel(nn.Module):
     def forward(self, x: torch.Tensor, h0: State | None = None) -> tuple[torch.Tensor, State]:
         y, hn = self.forward_normalized(x, h0)
         if self.config.task == "regression":
-            y = y * self.target_std + self.target_mean
-        return y, hn
+            return y * self.target_std + self.target_mean, hn
+        return torch.softmax(y, dim=-1), hn
 
 
 def save_checkpoint(

@@ -1,0 +1,330 @@
+"""stream-gru: train a GRU on sensor data, export it to ONNX, verify it against
+PyTorch, and run it step by step on onnxruntime.
+
+Typical pipeline:
+
+  stream-gru train data.csv --target label --sequence-column run --out runs/a
+  stream-gru export runs/a/checkpoint.pt --out model.onnx
+  stream-gru verify model.onnx --checkpoint runs/a/checkpoint.pt
+  stream-gru run model.onnx < samples.csv
+
+`train`, `export`, `verify` and `demo` need the train extra (torch, onnx):
+pip install 'stream-gru[train]'. `info` and `run` need only the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+TRAIN_EXTRA_HINT = (
+    "this command needs the train extra (torch, onnx): pip install 'stream-gru[train]'"
+)
+
+
+def _need_train_extra() -> None:
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"stream-gru: {TRAIN_EXTRA_HINT} ({e})") from None
+
+
+def _split_names(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated column names")
+    return names
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    _need_train_extra()
+    from .data import load_dataset
+    from .training import GRUConfig, TrainOptions, train
+
+    kwargs: dict[str, Any] = {"task": args.task, "horizon": args.horizon}
+    if args.data.suffix.lower() == ".csv":
+        if not args.target:
+            raise SystemExit("stream-gru train: a CSV needs --target COLUMN")
+        kwargs.update(
+            target=args.target, features=args.features, sequence_column=args.sequence_column
+        )
+    elif args.target or args.features or args.sequence_column:
+        raise SystemExit(
+            "stream-gru train: --target/--features/--sequence-column apply to CSV files only; "
+            "an .npz carries x and y"
+        )
+    try:
+        data = load_dataset(args.data, **kwargs)
+    except (ValueError, KeyError) as e:
+        raise SystemExit(f"stream-gru train: {e}") from None
+    config = GRUConfig(
+        input_size=data.input_size,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        output_size=data.output_size,
+        task=data.task,
+        cell=args.cell,
+        dropout=args.dropout,
+    )
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        window=args.window,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(
+        f"training a {args.cell.upper()} ({data.task}) on {len(data.recordings)} recordings of "
+        f"{data.input_size} features from {args.data}",
+        flush=True,
+    )
+    result = train(data, config, options, out_dir=args.out)
+    print(f"checkpoint  {result.checkpoint}")
+    if result.plot is not None:
+        print(f"loss curve  {result.plot}")
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items() if isinstance(v, float))
+    print(f"best epoch {result.best_epoch}: {metrics}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _need_train_extra()
+    from .errors import ExportError
+    from .export import export_onnx
+
+    try:
+        result = export_onnx(args.checkpoint, args.out)
+    except ExportError as e:
+        print(f"stream-gru export: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {result.path} ({result.size_bytes / 1024:.1f} KiB, {len(result.nodes)} nodes: "
+        f"{' '.join(sorted(set(result.nodes)))})"
+    )
+    print(f"fingerprint {result.fingerprint}")
+    print("structural checks passed: dynamic batch and time, GRU linear_before_reset=1, no Dropout")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _need_train_extra()
+    from .export import verify
+
+    report = verify(
+        args.model,
+        args.checkpoint,
+        steps=args.steps,
+        atol=args.atol,
+        rtol=args.rtol,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(report.format())
+    if args.report:
+        report.write_json(args.report)
+        print(f"report written to {args.report}")
+    return 0 if report.passed else 1
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from . import load
+
+    model = load(args.model, provider="cpu")
+    if args.json:
+        import json
+
+        meta = model.session.get_modelmeta().custom_metadata_map.get("stream_gru", "{}")
+        print(json.dumps(json.loads(meta), indent=2))
+        return 0
+    print(f"file         {args.model} ({args.model.stat().st_size / 1024:.1f} KiB)")
+    print(model.spec.describe())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import load
+    from .pipe import serve_lines
+
+    model = load(args.model, provider=args.provider, threads=args.threads)
+    if args.input is not None:
+        with open(args.input, encoding="utf-8") as f:
+            stats = serve_lines(model, f, sys.stdout, sys.stderr)
+    else:
+        stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr)
+    if args.summary:
+        print(
+            f"stream-gru run: {stats.lines} lines, {stats.outputs} outputs, "
+            f"{stats.rejected} rejected, {stats.streams} streams",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_train_extra()
+    from .demo import run_demo
+
+    return run_demo(
+        out_dir=args.out, epochs=args.epochs, hidden=args.hidden, seed=args.seed, quiet=args.quiet
+    )
+
+
+# -- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-gru", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"stream-gru {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a GRU (or LSTM) on a CSV or NPZ file",
+        description=(
+            "Train on recorded sensor data. CSV: a header row; features by name (default: "
+            "every numeric column except the target and the sequence column; non-numeric "
+            "columns such as timestamps are ignored unless named); --sequence-column splits "
+            "the file into recordings. NPZ: x (N, T, I) and y ((N,) or (N, T) labels, or "
+            "(N, T[, O]) regression targets), optional lengths (N,). Writes "
+            "DIR/checkpoint.pt and DIR/loss_curve.png."
+        ),
+    )
+    p.add_argument("data", type=Path, metavar="DATA", help=".csv with a header, or .npz")
+    p.add_argument("--target", help="the target column (CSV); may also be a feature")
+    p.add_argument("--features", type=_split_names, help="feature columns, comma-separated")
+    p.add_argument("--sequence-column", help="column whose value splits the rows into recordings")
+    p.add_argument(
+        "--task",
+        choices=("regression", "classification"),
+        help="default: classification for a non-numeric target (NPZ: integer y), else regression",
+    )
+    p.add_argument("--horizon", type=int, default=0, help="regression: predict N steps ahead")
+    p.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+    p.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
+    p.add_argument("--layers", type=_positive_int, default=1, help="layers (default 1)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout between layers")
+    p.add_argument("--epochs", type=_positive_int, default=60, help="max epochs (default 60)")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--window", type=_positive_int, default=50, help="truncated-BPTT window")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to one self-contained ONNX file",
+        description=(
+            "Export a checkpoint to ONNX (dynamic batch and time, normalization inside the "
+            "graph, metadata with the weights' fingerprint). The graph is checked before it "
+            "is written; a model that fails is not written."
+        ),
+    )
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "verify",
+        help="prove the ONNX model computes what the PyTorch checkpoint does",
+        description=(
+            "Run the ONNX model under onnxruntime and the checkpoint under PyTorch on the "
+            "same inputs (at the training data's scale): full sequences at several batch "
+            "sizes, chained single steps, random chunkings. Exit 1 on any mismatch beyond "
+            "--atol/--rtol (numpy allclose semantics)."
+        ),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--steps", type=_positive_int, default=10_000, help="chained steps (10000)")
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", type=Path, metavar="FILE.json", help="write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "info", help="print a model's spec", description="Print the spec the model carries."
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--json", action="store_true", help="print the raw metadata JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "run",
+        help="a real-time pipe: 'key,f1,..' lines in, 'key,y1,..' lines out",
+        description=(
+            "Read lines 'key,f1,...,fI' from stdin (or --input), one stream per key, and "
+            "write 'key,y1,...,yO' per input line, flushed at once (%%.9g: float32 round-trips). "
+            "A bad line gets one message on stderr naming its line number, changes no "
+            "stream, and processing goes on. Blank lines are skipped."
+        ),
+    )
+    p.add_argument("model", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--input", type=Path, metavar="FILE", help="read lines from FILE, not stdin")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--summary", action="store_true", help="print a summary on stderr at the end")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "demo",
+        help="train on BasicMotions, export, verify, and stream the held-out recordings",
+        description=(
+            "The whole pipeline on the embedded BasicMotions data (smartwatch accelerometer "
+            "and gyroscope, 4 activities): train, export, verify, then stream each held-out "
+            "recording sample by sample and show how its classification evolves."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
+    p.add_argument("--epochs", type=_positive_int, default=60)
+    p.add_argument("--hidden", type=_positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _fail(message: str) -> NoReturn:
+    raise SystemExit(f"stream-gru: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script ``stream-gru``."""
+    from .errors import StreamGRUError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (StreamGRUError, FileNotFoundError, IsADirectoryError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

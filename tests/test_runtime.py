@@ -1,0 +1,207 @@
+"""Streaming exactness: step, feed, chunkings, reset, snapshots, against ORT and torch."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stream_gru as sg
+
+
+def _inputs(rng: np.random.Generator, n: int, size: int = 3) -> np.ndarray:
+    return (rng.standard_normal((n, size)) * 2 + 1).astype(np.float32)
+
+
+def _full_sequence(model: sg.StreamingModel, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One plain onnxruntime call on the whole sequence from the zero state."""
+    feeds = {"x": x[None]}
+    for pair in model.spec.states:
+        feeds[pair.input] = np.zeros((2, 1, 8), np.float32)
+    outs = model.session.run(None, feeds)
+    return outs[0][0], [o[:, 0] for o in outs[1:]]
+
+
+def test_step_feed_and_full_sequence_agree_bit_for_bit(any_model, rng):
+    model = sg.load(any_model.onnx)
+    x = _inputs(rng, 300)
+    s1 = model.stream()
+    stepped = np.stack([s1.step(xi) for xi in x])
+    s2 = model.stream()
+    fed = s2.feed(x)
+    full, full_states = _full_sequence(model, x)
+    assert stepped.shape == (300, 2) and stepped.dtype == np.float32
+    np.testing.assert_array_equal(stepped, fed)
+    np.testing.assert_array_equal(fed, full)
+    for pair, ref in zip(model.spec.states, full_states, strict=True):
+        np.testing.assert_array_equal(s1.state[pair.input], ref)
+        np.testing.assert_array_equal(s2.state[pair.input], ref)
+    assert s1.steps == s2.steps == 300
+
+
+def test_every_chunking_of_a_short_sequence(gru_model, rng):
+    model = sg.load(gru_model.onnx)
+    x = _inputs(rng, 8)
+    ref = model.stream().feed(x)
+    count = 0
+    for mask in itertools.product([False, True], repeat=7):  # all 128 ways to cut 8 steps
+        cuts = [i + 1 for i, cut in enumerate(mask) if cut]
+        s = model.stream()
+        got = np.concatenate([s.feed(c) for c in np.split(x, cuts)])
+        np.testing.assert_array_equal(got, ref)
+        count += 1
+    assert count == 128
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(0, 120), max_size=30), data=st.data())
+def test_random_chunkings_and_step_mixes(gru_model, cuts, data):
+    model = sg.load(gru_model.onnx)
+    x = _inputs(np.random.default_rng(7), 120)
+    ref = model.stream().feed(x)
+    s = model.stream()
+    pieces = []
+    for chunk in np.split(x, sorted(set(cuts))):
+        if len(chunk) and data.draw(st.booleans()):
+            pieces.extend(s.step(c)[None] for c in chunk)  # single steps
+        else:
+            pieces.append(s.feed(chunk))  # empty chunks are allowed
+    np.testing.assert_array_equal(np.concatenate(pieces), ref)
+
+
+def test_onnx_equals_pytorch_over_10000_chained_steps(any_model, rng):
+    torch = pytest.importorskip("torch")
+    from stream_gru.network import load_checkpoint
+
+    net = load_checkpoint(any_model.checkpoint)
+    model = sg.load(any_model.onnx)
+    x = _inputs(rng, 10_000)
+    s = model.stream()
+    ys = np.stack([s.step(xi) for xi in x])
+    with torch.inference_mode():
+        y_ref, h_ref = net(torch.from_numpy(x[None]))
+    h_ref = [h_ref] if any_model.cell == "gru" else list(h_ref)
+    np.testing.assert_allclose(ys, y_ref[0].numpy(), rtol=1e-5, atol=1e-5)
+    assert np.abs(ys - y_ref[0].numpy()).max() < 1e-4 * max(1.0, np.abs(ys).max())
+    for pair, ref in zip(model.spec.states, h_ref, strict=True):
+        np.testing.assert_allclose(s.state[pair.input], ref[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_classification_outputs_are_probabilities(gru_model, rng):
+    y = sg.load(gru_model.onnx).stream().feed(_inputs(rng, 50))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+    assert (y >= 0).all()
+
+
+def test_reset_equals_a_fresh_stream(any_model, rng):
+    model = sg.load(any_model.onnx)
+    x = _inputs(rng, 40)
+    s = model.stream()
+    s.feed(x[:25])
+    s.reset()
+    assert s.steps == 0
+    np.testing.assert_array_equal(s.feed(x), model.stream().feed(x))
+    for k, v in model.initial_state().items():
+        assert not v.any() and v.shape == model.spec.state_shapes[k]
+
+
+def test_snapshot_restore_continues_bit_exact(any_model, rng):
+    model = sg.load(any_model.onnx)
+    x = _inputs(rng, 60)
+    s = model.stream()
+    s.feed(x[:30])
+    blob = s.snapshot()
+    assert isinstance(blob, bytes)
+    rest = s.feed(x[30:])
+    # in this model object, and in a freshly loaded one (as after a restart)
+    for m in (model, sg.load(any_model.onnx)):
+        r = m.restore(blob)
+        assert r.steps == 30
+        np.testing.assert_array_equal(r.feed(x[30:]), rest)
+
+
+def test_state_is_a_copy_and_can_be_set(gru_model, rng):
+    model = sg.load(gru_model.onnx)
+    x = _inputs(rng, 20)
+    a = model.stream()
+    a.feed(x[:10])
+    st_a = a.state
+    assert set(st_a) == {"h0"} and st_a["h0"].shape == (2, 8)
+    st_a["h0"][:] = 99.0  # mutating the copy changes nothing
+    b = model.stream()
+    b.state = a.state
+    np.testing.assert_array_equal(b.feed(x[10:]), a.feed(x[10:]))
+    c = model.stream()
+    c.state = {"h0": np.zeros((2, 8), dtype=np.float64)}  # float64 accepted, converted
+    np.testing.assert_array_equal(c.feed(x), model.stream().feed(x))
+
+
+def test_float64_and_int_inputs_are_converted(gru_model):
+    model = sg.load(gru_model.onnx)
+    x64 = np.array([0.5, -1.25, 3.0])
+    ints = [1, 2, 3]
+    assert np.array_equal(model.stream().step(x64), model.stream().step(x64.astype(np.float32)))
+    assert np.array_equal(model.stream().step(ints), model.stream().step(np.float32(ints)))
+    assert np.array_equal(model.stream().step(np.int64(ints)), model.stream().step(ints))
+
+
+def test_spec_and_provider(gru_model, lstm_model):
+    model = sg.load(gru_model.onnx)
+    spec = model.spec
+    assert (spec.input_size, spec.hidden_size, spec.num_layers, spec.output_size) == (3, 8, 2, 2)
+    assert spec.cell == "gru" and spec.task == "classification"
+    assert spec.feature_names == ("ax", "ay", "az") and spec.output_names == ("walk", "rest")
+    assert spec.states == (sg.StatePair("h0", "hn", batch_axis=1),)
+    assert len(spec.fingerprint) == 64
+    assert model.provider == "CPUExecutionProvider"
+    assert "GRU classification" in spec.describe()
+    lstm = sg.load(lstm_model.onnx).spec
+    assert [p.input for p in lstm.states] == ["h0", "c0"]
+    assert lstm.normalization["target_mean"] == (100.0, -5.0)
+    assert lstm.fingerprint != spec.fingerprint
+
+
+def test_provider_choices(gru_model):
+    import onnxruntime as ort
+
+    assert sg.load(gru_model.onnx, provider="cpu").provider == "CPUExecutionProvider"
+    auto = sg.load(gru_model.onnx, provider="auto")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert auto.provider == "CPUExecutionProvider"
+        with pytest.raises(
+            RuntimeError, match=r"CUDAExecutionProvider.*onnxruntime-gpu|stream-gru\[gpu\]"
+        ):
+            sg.load(gru_model.onnx, provider="cuda")
+    with pytest.raises(ValueError, match="provider must be one of"):
+        sg.load(gru_model.onnx, provider="tpu")
+    with pytest.raises(ValueError, match="threads"):
+        sg.load(gru_model.onnx, threads=-1)
+
+
+def test_cuda_matches_cpu(gru_model, rng):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA execution provider here")
+    gpu = sg.load(gru_model.onnx, provider="cuda")
+    assert gpu.provider == "CUDAExecutionProvider"
+    x = _inputs(rng, 10_000)
+    s = gpu.stream()
+    ys = np.stack([s.step(xi) for xi in x])
+    np.testing.assert_allclose(
+        ys, sg.load(gru_model.onnx, provider="cpu").stream().feed(x), atol=1e-5
+    )
+
+
+def test_idle_loaded_model_uses_no_cpu(gru_model, rng):
+    model = sg.load(gru_model.onnx, threads=2)  # thread pools must not spin
+    model.stream().feed(_inputs(rng, 100))
+    before = os.times()
+    time.sleep(1.0)
+    after = os.times()
+    used = (after.user - before.user) + (after.system - before.system)
+    assert used < 0.1, f"an idle process with a loaded model used {used:.2f} s of CPU in 1 s"
