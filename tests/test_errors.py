@@ -113,7 +113,7 @@ def test_snapshot_from_another_model_of_the_same_shapes(stepped, gru_twin):
 
 
 def test_snapshot_from_a_model_of_other_shapes(stepped, lstm_model):
-    model, s, *_ = stepped
+    _, s, *_ = stepped
     with pytest.raises(sg.SnapshotError, match="another model"):
         sg.load(lstm_model.onnx).restore(s.snapshot())
 
@@ -133,7 +133,7 @@ def test_truncated_snapshots_every_length(stepped):
     model, s, *_ = stepped
     blob = s.snapshot()
     for n in range(len(blob)):
-        with pytest.raises(sg.SnapshotError, match="truncated|corrupt|not a stream-gru"):
+        with pytest.raises(sg.SnapshotError, match=r"truncated|corrupt|not a stream-gru"):
             model.restore(blob[:n])
     with pytest.raises(sg.SnapshotError):
         model.restore(blob + b"\x00")
