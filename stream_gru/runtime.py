@@ -148,6 +148,7 @@ class StreamingModel:
         """(T, *sample) with time, (*sample) without -> the data input for one stream."""
         b, t = self._batch_axis, self._time_axis
         if with_time:
+            assert t is not None, "feed() runs a chunk in one call only with a time axis"
             if b is None:
                 return np.ascontiguousarray(np.moveaxis(samples, 0, t))
             return np.ascontiguousarray(np.moveaxis(samples[np.newaxis], [0, 1], [b, t]))
@@ -160,9 +161,11 @@ class StreamingModel:
         """The data output -> (T, *out) with time, (*out) without; batch removed."""
         b, t = self._batch_axis, self._time_axis
         if with_time:
+            assert t is not None, "feed() runs a chunk in one call only with a time axis"
             if b is None:
                 return np.moveaxis(y, t, 0)
-            return np.moveaxis(y, [b, t], [0, 1])[0]
+            out: np.ndarray = np.moveaxis(y, [b, t], [0, 1])[0]
+            return out
         drop = {a for a in (b, t) if a is not None}
         return y.reshape([d for i, d in enumerate(y.shape) if i not in drop])
 

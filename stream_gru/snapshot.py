@@ -96,18 +96,18 @@ def decode(
     arrays: dict[str, np.ndarray] = {}
     pos = _PREFIX.size + header_len
     try:
-        for e in entries:
-            dtype = np.dtype(str(e["dtype"])).newbyteorder("<")
+        for entry in entries:
+            dtype = np.dtype(str(entry["dtype"])).newbyteorder("<")
             if dtype.name not in _DTYPES:
                 raise ValueError(f"dtype {dtype}")
-            shape = tuple(int(d) for d in e["shape"])
+            shape = tuple(int(d) for d in entry["shape"])
             if any(d < 0 for d in shape):
                 raise ValueError(f"shape {shape}")
             size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if pos + size > len(body):
-                raise ValueError(f"array '{e['name']}' runs past the end")
+                raise ValueError(f"array '{entry['name']}' runs past the end")
             arr = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=pos)
-            arrays[str(e["name"])] = arr.reshape(shape).astype(dtype.newbyteorder("="))
+            arrays[str(entry["name"])] = arr.reshape(shape).astype(dtype.newbyteorder("="))
             pos += size
     except (ValueError, KeyError, TypeError) as e:
         raise SnapshotError(f"{what} has a malformed array table: {e}") from None

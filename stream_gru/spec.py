@@ -191,7 +191,7 @@ class ModelSpec:
         return "\n".join(lines)
 
 
-_ORT_DTYPES = {
+_ORT_DTYPES: dict[str, np.dtype[Any]] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(double)": np.dtype(np.float64),
     "tensor(float16)": np.dtype(np.float16),
@@ -349,7 +349,8 @@ def read_spec(
 
     if meta is None:
         y_dims = _without_axes(y_info.shape, (io.batch_axis, io.time_axis))
-        out_size = int(np.prod(y_dims)) if all(isinstance(d, int) for d in y_dims) else None
+        fixed_y = [d for d in y_dims if isinstance(d, int)]
+        out_size = int(np.prod(fixed_y)) if len(fixed_y) == len(y_dims) else None
         return ModelSpec(
             input_size=int(np.prod(sample_shape)),
             output_size=out_size,

@@ -1,0 +1,50 @@
+# stream-gru: `make demo` and `make test` on a fresh machine. Everything installs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned here, not in the package metadata: `torch==2.13.0` takes the local CPU
+# build; a looser requirement with torch absent would pull a CUDA build of several GB.
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+# Modules of the runtime (numpy + onnxruntime only), type-checked strictly by `make lint`.
+RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.py \
+	stream_gru/checks.py stream_gru/snapshot.py stream_gru/onnx_file.py stream_gru/files.py \
+	stream_gru/session.py stream_gru/runtime.py stream_gru/pipe.py
+
+.PHONY: install demo test lint format bench clean help
+
+help:
+	@echo "make install  create .venv: torch (CPU), the package with its train extra, test tools"
+	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
+	@echo "make test     run the tests"
+	@echo "make lint     ruff check, ruff format --check, mypy on the runtime"
+	@echo "make format   ruff format and ruff check --fix"
+	@echo "make clean    remove .venv and the demo's output"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[train,dev]"
+	touch $@
+
+demo: install
+	$(BIN)/stream-gru demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(RUNTIME_MODULES)
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs/demo
