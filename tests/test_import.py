@@ -1,0 +1,60 @@
+"""The runtime imports only numpy and onnxruntime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+BLOCK = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_import_and_run_with_torch_and_onnx_blocked(gru_model):
+    result = _python(
+        f"""
+        import numpy as np
+        import stream_gru as sg
+        model = sg.load({str(gru_model.onnx)!r})
+        s = model.stream()
+        print(s.feed(np.ones((4, 3))).shape, s.snapshot()[:4])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(4, 2) b'SGRU'" in result.stdout
+
+
+def test_runtime_modules_do_not_import_training_libraries():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, stream_gru, stream_gru.pipe, stream_gru.cli;"
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxscript', 'tqdm', 'matplotlib', 'ray')"
+            " if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_training_without_torch_says_how_to_install():
+    result = _python(
+        """
+        from stream_gru.cli import main
+        main(["export", "x.pt", "--out", "y.onnx"])
+        """
+    )
+    assert result.returncode != 0
+    assert "pip install 'stream-gru[train]'" in result.stderr
