@@ -21,9 +21,10 @@ from torch import nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "Normalization",
     "GRUConfig",
     "GRUModel",
+    "Normalization",
+    "default_names",
     "load_checkpoint",
     "save_checkpoint",
 ]
