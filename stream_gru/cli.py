@@ -268,10 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
-        "info", help="print a model's spec", description="Print the spec the model carries."
+        "info",
+        help="print a model's spec",
+        description=(
+            "Print what the model file says about itself: cell, task, sizes, feature and "
+            "output names, the state tensors and their per-stream shapes, the training "
+            "facts recorded at export and the weights' fingerprint. Needs only the runtime."
+        ),
     )
-    p.add_argument("model", type=Path, metavar="MODEL.onnx")
-    p.add_argument("--json", action="store_true", help="print the raw metadata JSON")
+    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="a model made by stream-gru")
+    p.add_argument("--json", action="store_true", help="print the raw metadata JSON instead")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
