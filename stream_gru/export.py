@@ -1,14 +1,12 @@
-"""Export a trained network to ONNX and prove the file computes what PyTorch does
-(``train`` extra: torch and onnx).
+"""Export a trained network to ONNX (``train`` extra: torch and onnx).
 
 ``export_onnx`` writes one self-contained ``.onnx`` file that follows the ONNX contract
 (README, "The ONNX contract"): dynamic batch and time, normalization inside the graph,
 and a ``stream_gru`` metadata document with the weights' fingerprint. Every export is
 checked structurally before anything is written (DESIGN.md, traps 1 to 3).
 
-``verify`` runs the file under onnxruntime, through the same runtime users embed, and
-compares it with PyTorch on full sequences, on long chains of single steps and on
-random chunkings.
+``verify`` (from ``stream_gru.verification``, re-exported here) proves the file
+computes what the checkpoint does.
 """
 
 from __future__ import annotations
@@ -16,14 +14,12 @@ from __future__ import annotations
 import io as _io
 import json
 import os
-import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -33,8 +29,9 @@ from .errors import ExportError
 from .files import atomic_write_bytes
 from .network import GRUModel, load_checkpoint
 from .onnx_file import fingerprint_model_bytes
-from .runtime import StreamingModel, load
+from .runtime import load
 from .spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
+from .verification import CheckResult, VerifyReport, verify
 
 __all__ = [
     "OPSET",
@@ -267,282 +264,3 @@ def export_onnx(
         nodes=tuple(n.op_type for n in proto.graph.node),
         size_bytes=len(data),
     )
-
-
-# -- verify --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CheckResult:
-    """One comparison of onnxruntime against PyTorch.
-
-    ``max_abs_*``/``max_rel_*`` are the largest absolute and relative differences of the
-    outputs and of the state (relative ones over reference values of magnitude at least
-    1e-3, where a ratio means something); ``passed`` uses numpy ``allclose`` semantics
-    (``|onnx - torch| <= atol + rtol * |torch|`` everywhere).
-    """
-
-    name: str
-    passed: bool
-    max_abs_output: float = 0.0
-    max_rel_output: float = 0.0
-    max_abs_state: float = 0.0
-    max_rel_state: float = 0.0
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """The result of ``verify``; ``passed`` is true when every check passed."""
-
-    model: str
-    checkpoint: str
-    fingerprint: str
-    atol: float
-    rtol: float
-    checks: tuple[CheckResult, ...]
-    settings: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-    @property
-    def max_abs_output(self) -> float:
-        return max((c.max_abs_output for c in self.checks), default=0.0)
-
-    @property
-    def max_abs_state(self) -> float:
-        return max((c.max_abs_state for c in self.checks), default=0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["passed"] = self.passed
-        return d
-
-    def format(self) -> str:
-        """The report as a table."""
-        head = f"{'check':<34}{'max|dy|':>11}{'rel dy':>11}{'max|dh|':>11}{'rel dh':>11}  result"
-        rows = [head, "-" * len(head)]
-        for c in self.checks:
-            nums = (c.max_abs_output, c.max_rel_output, c.max_abs_state, c.max_rel_state)
-            cells = "".join(f"{v:>11.2e}" for v in nums)
-            rows.append(f"{c.name:<34}{cells}  {'ok' if c.passed else 'FAIL'}")
-            if c.detail and not c.passed:
-                rows.append(f"    {c.detail}")
-        verdict = "PASSED" if self.passed else "FAILED"
-        rows.append(
-            f"verify {verdict}: {sum(c.passed for c in self.checks)}/{len(self.checks)} checks "
-            f"within atol={self.atol:g}, rtol={self.rtol:g}; max |dy| {self.max_abs_output:.2e}, "
-            f"max |dstate| {self.max_abs_state:.2e} ({self.seconds:.1f} s)"
-        )
-        return "\n".join(rows)
-
-    def write_json(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode() + b"\n")
-
-
-_REL_FLOOR = 1e-3  # relative differences of values nearer zero say nothing; atol covers them
-
-
-def _diff(got: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    got64, ref64 = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    if got64.shape != ref64.shape:
-        return float("inf"), float("inf"), False
-    err = np.abs(got64 - ref64)
-    mag = np.abs(ref64)
-    rel = np.where(mag >= _REL_FLOOR, err / np.maximum(mag, _REL_FLOOR), 0.0)
-    ok = bool(np.all(err <= atol + rtol * mag)) and bool(np.all(np.isfinite(got64)))
-    return float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok
-
-
-def _compare(
-    name: str,
-    y: np.ndarray,
-    y_ref: np.ndarray,
-    states: Sequence[np.ndarray],
-    states_ref: Sequence[np.ndarray],
-    atol: float,
-    rtol: float,
-) -> CheckResult:
-    ay, ry, oky = _diff(y, y_ref, atol, rtol)
-    diffs = [_diff(s, r, atol, rtol) for s, r in zip(states, states_ref, strict=True)]
-    ah = max((d[0] for d in diffs), default=0.0)
-    rh = max((d[1] for d in diffs), default=0.0)
-    okh = all(d[2] for d in diffs)
-    detail = (
-        ""
-        if oky and okh
-        else f"outputs {'ok' if oky else 'differ'}, state {'ok' if okh else 'differs'}"
-    )
-    return CheckResult(name, oky and okh, ay, ry, ah, rh, detail)
-
-
-def _torch_run(
-    net: GRUModel, x: np.ndarray, states: Sequence[np.ndarray]
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    with torch.inference_mode():
-        xs = torch.from_numpy(x)
-        st = [torch.from_numpy(s) for s in states]
-        h0: Any = st[0] if net.config.cell == "gru" else (st[0], st[1])
-        y, hn = net(xs, h0)
-        outs = [hn] if net.config.cell == "gru" else list(hn)
-    return y.numpy(), [o.numpy() for o in outs]
-
-
-def _metadata_check(model: StreamingModel, net: GRUModel) -> CheckResult:
-    spec, cfg = model.spec, net.config
-    wanted = {
-        "cell": cfg.cell,
-        "task": cfg.task,
-        "input_size": cfg.input_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "output_size": cfg.output_size,
-        "feature_names": tuple(getattr(net, "feature_names", spec.feature_names)),
-        "output_names": tuple(getattr(net, "output_names", spec.output_names)),
-    }
-    bad = [
-        f"{k}: model {getattr(spec, k)!r}, checkpoint {v!r}"
-        for k, v in wanted.items()
-        if getattr(spec, k) != v
-    ]
-    norm = net.normalization.to_dict()
-    for k, v in norm.items():
-        if not np.allclose(spec.normalization.get(k, ()), v, rtol=1e-6, atol=0):
-            bad.append(f"normalization {k} differs")
-    return CheckResult("metadata matches checkpoint", not bad, detail="; ".join(bad))
-
-
-def verify(
-    model_path: str | os.PathLike[str],
-    checkpoint: str | os.PathLike[str] | GRUModel,
-    *,
-    steps: int = 10_000,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    batch_sizes: Sequence[int] = (1, 3, 16),
-    sequence_length: int = 200,
-    chunkings: int = 3,
-    seed: int = 0,
-    progress: bool = False,
-) -> VerifyReport:
-    """Compare the ONNX model under onnxruntime with the PyTorch checkpoint.
-
-    Inputs are drawn at the scale of the training data (from the normalization the
-    model carries). Checks: the metadata; full sequences at each of ``batch_sizes``
-    from a random initial state; ``steps`` chained single steps through a runtime
-    ``Stream`` (state carried call to call); ``chunkings`` random chunkings of one
-    sequence through ``Stream.feed``.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    start = time.perf_counter()
-    net = checkpoint if isinstance(checkpoint, GRUModel) else load_checkpoint(checkpoint)
-    net = net.cpu().eval()
-    model = load(model_path, provider="cpu")
-    cfg = net.config
-    rng = np.random.default_rng(seed)
-    norm = net.normalization
-    mean = np.asarray(norm.feature_mean, np.float32)
-    std = np.asarray(norm.feature_std, np.float32)
-    names = [s.input for s in model.spec.states]
-
-    def inputs(*shape: int) -> np.ndarray:
-        return (mean + std * rng.standard_normal((*shape, cfg.input_size))).astype(np.float32)
-
-    def init_states(batch: int) -> list[np.ndarray]:
-        shape = (cfg.num_layers, batch, cfg.hidden_size)
-        return [(0.5 * rng.standard_normal(shape)).astype(np.float32) for _ in names]
-
-    bar = _progress(progress, total=len(batch_sizes) + 2 + chunkings)
-    checks = [_metadata_check(model, net)]
-    bar.update(1)
-    for b in batch_sizes:
-        x, h0 = inputs(b, sequence_length), init_states(b)
-        feeds = {"x": x, **dict(zip(names, h0, strict=True))}
-        outs = model.session.run(None, feeds)
-        y_ref, h_ref = _torch_run(net, x, h0)
-        checks.append(
-            _compare(
-                f"full sequence, batch {b}, T={sequence_length}",
-                outs[0],
-                y_ref,
-                outs[1:],
-                h_ref,
-                atol,
-                rtol,
-            )
-        )
-        bar.update(1)
-
-    # Chained single steps through the runtime, against one PyTorch call on the whole
-    # sequence: the state makes `steps` round trips through numpy.
-    x = inputs(steps)
-    h0 = init_states(1)
-    stream = model.stream()
-    stream.state = {n: h[:, 0] for n, h in zip(names, h0, strict=True)}
-    ys = np.stack([stream.step(xi) for xi in x])
-    y_ref, h_ref = _torch_run(net, x[None], h0)
-    final = [stream.state[n][:, None] for n in names]
-    checks.append(_compare(f"{steps} chained steps", ys, y_ref[0], final, h_ref, atol, rtol))
-    bar.update(1)
-
-    length = min(steps, 2_000)
-    x = inputs(length)
-    zeros = [np.zeros((cfg.num_layers, 1, cfg.hidden_size), np.float32) for _ in names]
-    y_ref, h_ref = _torch_run(net, x[None], zeros)  # a fresh stream starts from zeros
-    for k in range(chunkings):
-        cuts = np.sort(
-            rng.choice(np.arange(1, length), size=min(20 + 10 * k, length - 1), replace=False)
-        )
-        stream = model.stream()
-        ys = np.concatenate([stream.feed(c) for c in np.split(x, cuts)])
-        final = [stream.state[n][:, None] for n in names]
-        checks.append(
-            _compare(
-                f"feed in {len(cuts) + 1} random chunks", ys, y_ref[0], final, h_ref, atol, rtol
-            )
-        )
-        bar.update(1)
-    bar.close()
-    return VerifyReport(
-        model=str(model_path),
-        checkpoint=str(checkpoint) if not isinstance(checkpoint, GRUModel) else "<GRUModel>",
-        fingerprint=model.spec.fingerprint,
-        atol=atol,
-        rtol=rtol,
-        checks=tuple(checks),
-        settings={
-            "steps": steps,
-            "batch_sizes": list(batch_sizes),
-            "sequence_length": sequence_length,
-            "chunkings": chunkings,
-            "seed": seed,
-            "torch": torch.__version__,
-            "onnxruntime": _ort_version(),
-            "provider": model.provider,
-        },
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _ort_version() -> str:
-    import onnxruntime
-
-    return str(onnxruntime.__version__)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="verify", unit="check", leave=False)

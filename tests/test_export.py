@@ -141,6 +141,19 @@ def test_verify_fails_when_metadata_disagrees_with_the_checkpoint(gru_model, tmp
 
 
 def test_verify_tolerances_are_allclose_semantics(lstm_model):
-    # Outputs near 100 differ by a few ulps: a tiny atol alone passes thanks to rtol.
+    # Outputs near 100 differ by a few ulps: atol=0 still passes thanks to rtol.
     assert verify(lstm_model.onnx, lstm_model.checkpoint, steps=500, atol=0.0, rtol=1e-5).passed
-    assert not verify(lstm_model.onnx, lstm_model.checkpoint, steps=500, atol=0.0, rtol=0.0).passed
+
+
+def test_pass_rule_widens_the_tolerance_by_pytorchs_own_float32_noise():
+    from stream_gru.verification import _compare, _Reference
+
+    y64 = np.zeros((1, 4, 2))
+    y32 = y64 + 3e-5  # PyTorch float32 is 3e-5 from the exact result
+    ref = _Reference(y32, [], y64, [])
+    assert _compare("c", y32 + 5e-6, [], ref, 1e-5, 0.0).passed  # within atol
+    assert _compare("c", y32 + 5e-5, [], ref, 1e-5, 0.0).passed  # within 2x noise
+    bad = _compare("c", y32 + 1e-4, [], ref, 1e-5, 0.0)  # beyond both
+    assert not bad.passed and "outputs differ by up to 0.0001" in bad.detail
+    assert bad.float32_noise == pytest.approx(3e-5)
+    assert not _compare("c", y32 * np.nan, [], ref, 1e-5, 0.0).passed

@@ -1,0 +1,345 @@
+"""Prove an exported model computes what its PyTorch checkpoint computes (``train`` extra).
+
+``verify`` runs the ONNX file under onnxruntime, through the same runtime users embed,
+beside the checkpoint under PyTorch, on inputs drawn at the training data's scale:
+full sequences at several batch sizes, a long chain of single steps (the state making
+a round trip through numpy at every step), and random chunkings of one sequence.
+
+A trained recurrent network amplifies float32 rounding along a sequence: on long
+random inputs PyTorch's own float32 result can differ from the exact (float64) result
+by more than 1e-5. So every check also runs the checkpoint in float64 and reports how
+far PyTorch float32 is from it (the "float32 noise"). A check passes when, everywhere,
+``|onnx - torch| <= atol + rtol * |torch| + 2 * noise``: numpy ``allclose`` semantics,
+widened by the rounding PyTorch itself makes on those inputs, so a difference that is
+float32 arithmetic is not blamed on the export, and one that is a bug (other weights,
+a wrong gate layout) is many orders of magnitude larger.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .files import atomic_write_bytes
+from .network import GRUModel, load_checkpoint
+from .runtime import StreamingModel, load
+
+__all__ = ["NOISE_FACTOR", "CheckResult", "VerifyReport", "verify"]
+
+NOISE_FACTOR = 2.0  # how many times PyTorch's own float32 error a difference may reach
+_REL_FLOOR = 1e-3  # relative differences of values nearer zero say nothing; atol covers them
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One comparison of onnxruntime against PyTorch.
+
+    ``max_abs_*``/``max_rel_*``: the largest absolute and relative differences of the
+    outputs and of the state (relative ones over reference values of magnitude at least
+    1e-3, where a ratio means something). ``float32_noise``: the largest difference
+    between PyTorch in float32 and in float64 on the same inputs.
+    """
+
+    name: str
+    passed: bool
+    max_abs_output: float = 0.0
+    max_rel_output: float = 0.0
+    max_abs_state: float = 0.0
+    max_rel_state: float = 0.0
+    float32_noise: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The result of ``verify``; ``passed`` is true when every check passed."""
+
+    model: str
+    checkpoint: str
+    fingerprint: str
+    atol: float
+    rtol: float
+    checks: tuple[CheckResult, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def max_abs_output(self) -> float:
+        return max((c.max_abs_output for c in self.checks), default=0.0)
+
+    @property
+    def max_abs_state(self) -> float:
+        return max((c.max_abs_state for c in self.checks), default=0.0)
+
+    @property
+    def float32_noise(self) -> float:
+        return max((c.float32_noise for c in self.checks), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def format(self) -> str:
+        """The report as a table."""
+        cols = ("max|dy|", "rel dy", "max|dh|", "rel dh", "fp32 noise")
+        head = f"{'check':<34}" + "".join(f"{c:>11}" for c in cols) + "  result"
+        rows = [head, "-" * len(head)]
+        for c in self.checks:
+            nums = (
+                c.max_abs_output,
+                c.max_rel_output,
+                c.max_abs_state,
+                c.max_rel_state,
+                c.float32_noise,
+            )
+            cells = "".join(f"{v:>11.2e}" for v in nums)
+            rows.append(f"{c.name:<34}{cells}  {'ok' if c.passed else 'FAIL'}")
+            if c.detail and not c.passed:
+                rows.append(f"    {c.detail}")
+        verdict = "PASSED" if self.passed else "FAILED"
+        rows.append(
+            f"verify {verdict}: {sum(c.passed for c in self.checks)}/{len(self.checks)} checks "
+            f"within atol={self.atol:g}, rtol={self.rtol:g} (+{NOISE_FACTOR:g}x float32 noise); "
+            f"max |dy| {self.max_abs_output:.2e}, max |dstate| {self.max_abs_state:.2e} "
+            f"({self.seconds:.1f} s)"
+        )
+        return "\n".join(rows)
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode() + b"\n")
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """PyTorch's answer in float32 and float64: outputs, then the final states."""
+
+    y32: np.ndarray
+    states32: list[np.ndarray]
+    y64: np.ndarray
+    states64: list[np.ndarray]
+
+    def noise(self) -> float:
+        diffs = [np.abs(self.y32 - self.y64).max(initial=0.0)]
+        diffs += [
+            np.abs(a - b).max(initial=0.0)
+            for a, b in zip(self.states32, self.states64, strict=True)
+        ]
+        return float(max(diffs))
+
+
+def _run_torch(
+    net: GRUModel, x: np.ndarray, states: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    dtype = next(net.parameters()).dtype
+    with torch.inference_mode():
+        xs = torch.from_numpy(x).to(dtype)
+        st = [torch.from_numpy(s).to(dtype) for s in states]
+        h0: Any = st[0] if net.config.cell == "gru" else (st[0], st[1])
+        y, hn = net(xs, h0)
+        outs = [hn] if net.config.cell == "gru" else list(hn)
+    return y.numpy(), [o.numpy() for o in outs]
+
+
+def _reference(
+    net: GRUModel, net64: GRUModel, x: np.ndarray, states: Sequence[np.ndarray]
+) -> _Reference:
+    y32, s32 = _run_torch(net, x, states)
+    y64, s64 = _run_torch(net64, x, states)
+    return _Reference(y32, s32, y64, s64)
+
+
+def _diff(got: np.ndarray, ref: np.ndarray) -> tuple[float, float, np.ndarray]:
+    got64, ref64 = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    err = np.abs(got64 - ref64)
+    mag = np.abs(ref64)
+    rel = np.where(mag >= _REL_FLOOR, err / np.maximum(mag, _REL_FLOOR), 0.0)
+    return float(err.max(initial=0.0)), float(rel.max(initial=0.0)), err
+
+
+def _compare(
+    name: str,
+    y: np.ndarray,
+    states: Sequence[np.ndarray],
+    ref: _Reference,
+    atol: float,
+    rtol: float,
+) -> CheckResult:
+    noise = ref.noise()
+    problems = []
+    results = []
+    for what, got, want in [("outputs", y, ref.y32)] + [
+        ("state", s, r) for s, r in zip(states, ref.states32, strict=True)
+    ]:
+        if np.shape(got) != np.shape(want):
+            problems.append(f"{what} have shape {np.shape(got)}, PyTorch {np.shape(want)}")
+            results.append((float("inf"), float("inf")))
+            continue
+        a, r, err = _diff(got, want)
+        results.append((a, r))
+        limit = atol + rtol * np.abs(np.asarray(want, np.float64)) + NOISE_FACTOR * noise
+        if not (np.isfinite(got).all() and (err <= limit).all()):
+            problems.append(f"{what} differ by up to {a:.3g} (float32 noise {noise:.2g})")
+    ay, ry = results[0]
+    ah = max((r[0] for r in results[1:]), default=0.0)
+    rh = max((r[1] for r in results[1:]), default=0.0)
+    return CheckResult(name, not problems, ay, ry, ah, rh, noise, "; ".join(problems))
+
+
+def _metadata_check(model: StreamingModel, net: GRUModel) -> CheckResult:
+    spec, cfg = model.spec, net.config
+    wanted = {
+        "cell": cfg.cell,
+        "task": cfg.task,
+        "input_size": cfg.input_size,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_layers,
+        "output_size": cfg.output_size,
+        "feature_names": tuple(getattr(net, "feature_names", spec.feature_names)),
+        "output_names": tuple(getattr(net, "output_names", spec.output_names)),
+    }
+    bad = [
+        f"{k}: model {getattr(spec, k)!r}, checkpoint {v!r}"
+        for k, v in wanted.items()
+        if getattr(spec, k) != v
+    ]
+    for k, v in net.normalization.to_dict().items():
+        if not np.allclose(spec.normalization.get(k, ()), v, rtol=1e-6, atol=0):
+            bad.append(f"normalization {k} differs")
+    return CheckResult("metadata matches checkpoint", not bad, detail="; ".join(bad))
+
+
+def verify(
+    model_path: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | GRUModel,
+    *,
+    steps: int = 10_000,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    batch_sizes: Sequence[int] = (1, 3, 16),
+    sequence_length: int = 200,
+    chunkings: int = 3,
+    seed: int = 0,
+    progress: bool = False,
+) -> VerifyReport:
+    """Compare the ONNX model under onnxruntime with the PyTorch checkpoint.
+
+    Inputs are drawn at the scale of the training data (per-feature mean and std from
+    the normalization the model carries). Checks: the metadata; full sequences at each
+    of ``batch_sizes`` from a random initial state; ``steps`` chained single steps
+    through a runtime ``Stream`` (state carried call to call); ``chunkings`` random
+    chunkings of one sequence through ``Stream.feed``. See the module docstring for the
+    pass rule.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol and rtol must be non-negative, got {atol}, {rtol}")
+    start = time.perf_counter()
+    net = checkpoint if isinstance(checkpoint, GRUModel) else load_checkpoint(checkpoint)
+    net = net.cpu().eval()
+    net64 = copy.deepcopy(net).double()
+    model = load(model_path, provider="cpu")
+    cfg = net.config
+    rng = np.random.default_rng(seed)
+    norm = net.normalization
+    mean = np.asarray(norm.feature_mean, np.float32)
+    std = np.asarray(norm.feature_std, np.float32)
+    names = [s.input for s in model.spec.states]
+
+    def inputs(*shape: int) -> np.ndarray:
+        return (mean + std * rng.standard_normal((*shape, cfg.input_size))).astype(np.float32)
+
+    def random_states(batch: int) -> list[np.ndarray]:
+        shape = (cfg.num_layers, batch, cfg.hidden_size)
+        return [rng.uniform(-0.9, 0.9, shape).astype(np.float32) for _ in names]
+
+    def zero_states() -> list[np.ndarray]:
+        return [np.zeros((cfg.num_layers, 1, cfg.hidden_size), np.float32) for _ in names]
+
+    bar = _progress(progress, total=len(batch_sizes) + 2 + chunkings)
+    checks = [_metadata_check(model, net)]
+    bar.update(1)
+    for b in batch_sizes:
+        x, h0 = inputs(b, sequence_length), random_states(b)
+        outs = model.session.run(None, {"x": x, **dict(zip(names, h0, strict=True))})
+        ref = _reference(net, net64, x, h0)
+        name = f"full sequence, batch {b}, T={sequence_length}"
+        checks.append(_compare(name, outs[0], outs[1:], ref, atol, rtol))
+        bar.update(1)
+
+    # Chained single steps through the runtime, against one PyTorch call on the whole
+    # sequence: the state makes `steps` round trips through numpy.
+    x, h0 = inputs(steps), random_states(1)
+    stream = model.stream()
+    stream.state = {n: h[:, 0] for n, h in zip(names, h0, strict=True)}
+    ys = np.stack([stream.step(xi) for xi in x])
+    ref = _reference(net, net64, x[None], h0)
+    final = [stream.state[n][:, None] for n in names]
+    checks.append(_compare(f"{steps} chained steps", ys[None], final, ref, atol, rtol))
+    bar.update(1)
+
+    length = min(steps, 2_000)
+    x = inputs(length)
+    ref = _reference(net, net64, x[None], zero_states())  # a fresh stream starts from zeros
+    for k in range(chunkings):
+        n_cuts = min(20 + 10 * k, length - 1)
+        cuts = np.sort(rng.choice(np.arange(1, length), size=n_cuts, replace=False))
+        stream = model.stream()
+        ys = np.concatenate([stream.feed(c) for c in np.split(x, cuts)])
+        final = [stream.state[n][:, None] for n in names]
+        name = f"feed in {len(cuts) + 1} random chunks"
+        checks.append(_compare(name, ys[None], final, ref, atol, rtol))
+        bar.update(1)
+    bar.close()
+    import onnxruntime
+
+    return VerifyReport(
+        model=str(model_path),
+        checkpoint=str(checkpoint) if not isinstance(checkpoint, GRUModel) else "<GRUModel>",
+        fingerprint=model.spec.fingerprint,
+        atol=atol,
+        rtol=rtol,
+        checks=tuple(checks),
+        settings={
+            "steps": steps,
+            "batch_sizes": list(batch_sizes),
+            "sequence_length": sequence_length,
+            "chunkings": chunkings,
+            "seed": seed,
+            "noise_factor": NOISE_FACTOR,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "provider": model.provider,
+        },
+        seconds=time.perf_counter() - start,
+    )
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="verify", unit="check", leave=False)
