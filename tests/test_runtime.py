@@ -205,3 +205,46 @@ def test_idle_loaded_model_uses_no_cpu(gru_model, rng):
     after = os.times()
     used = (after.user - before.user) + (after.system - before.system)
     assert used < 0.1, f"an idle process with a loaded model used {used:.2f} s of CPU in 1 s"
+
+
+def test_streams_on_threads_match_the_serial_results(gru_model, rng):
+    import threading
+
+    model = sg.load(gru_model.onnx)
+    xs = [_inputs(rng, 200) for _ in range(4)]
+    expected = [model.stream().feed(x) for x in xs]
+    got: list[np.ndarray | None] = [None] * 4
+
+    def work(i: int) -> None:
+        s = model.stream()  # one shared model and session, a stream per thread
+        got[i] = np.stack([s.step(x) for x in xs[i]])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_one_stream_shared_by_threads_loses_no_step(gru_model):
+    import threading
+
+    model = sg.load(gru_model.onnx)
+    s = model.stream()
+    x = np.ones(3, np.float32)
+
+    def work() -> None:
+        for _ in range(250):
+            s.step(x)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert s.steps == 1000
+    ref = model.stream()
+    ref.feed(np.ones((1000, 3), np.float32))  # the same input at every step: order is moot
+    np.testing.assert_array_equal(s.state["h0"], ref.state["h0"])
