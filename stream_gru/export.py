@@ -27,7 +27,7 @@ from torch import nn
 from . import __version__
 from .errors import ExportError
 from .files import atomic_write_bytes
-from .network import GRUModel, load_checkpoint
+from .network import GRUModel, load_checkpoint, model_facts
 from .onnx_file import fingerprint_model_bytes
 from .runtime import load
 from .spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
@@ -152,25 +152,13 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metadata(net: GRUModel, io: ModelIO, fingerprint: str) -> dict[str, Any]:
-    cfg = net.config
     info = getattr(net, "training_info", {})
     training = _scalars(info)
     training.update(_scalars(getattr(net, "metrics", {})))
     return {
         "format_version": METADATA_VERSION,
         "producer": f"stream-gru {__version__}",
-        "cell": cfg.cell,
-        "task": cfg.task,
-        "input_size": cfg.input_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "output_size": cfg.output_size,
-        "feature_names": list(
-            getattr(net, "feature_names", [f"x{i}" for i in range(cfg.input_size)])
-        ),
-        "output_names": list(
-            getattr(net, "output_names", [f"y{i}" for i in range(cfg.output_size)])
-        ),
+        **model_facts(net),
         "target": info.get("target"),
         "horizon": int(info.get("horizon", 0) or 0),
         "normalization": net.normalization.to_dict(),

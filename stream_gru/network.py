@@ -8,9 +8,9 @@ features and returns user units (or, for classification, class probabilities).
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +19,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .files import atomic_write_bytes
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "GRUConfig",
@@ -26,6 +28,7 @@ __all__ = [
     "Normalization",
     "default_names",
     "load_checkpoint",
+    "model_facts",
     "save_checkpoint",
 ]
 
@@ -205,19 +208,9 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "training": dict(training or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
@@ -244,6 +237,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
     model.metrics = dict(ckpt.get("metrics") or {})
     model.training_info = dict(ckpt.get("training") or {})
     return model
+
+
+def model_facts(model: GRUModel) -> dict[str, Any]:
+    """Cell, task, sizes and names: what a model file's metadata must repeat."""
+    cfg = model.config
+    return {
+        "cell": cfg.cell,
+        "task": cfg.task,
+        "input_size": cfg.input_size,
+        "hidden_size": cfg.hidden_size,
+        "num_layers": cfg.num_layers,
+        "output_size": cfg.output_size,
+        "feature_names": list(
+            getattr(model, "feature_names", None) or default_names("x", cfg.input_size)
+        ),
+        "output_names": list(
+            getattr(model, "output_names", None) or default_names("y", cfg.output_size)
+        ),
+    }
 
 
 def default_names(prefix: str, n: int) -> list[str]:

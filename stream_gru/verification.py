@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .files import atomic_write_bytes
-from .network import GRUModel, load_checkpoint
+from .network import GRUModel, load_checkpoint, model_facts
 from .runtime import StreamingModel, load
 
 __all__ = ["NOISE_FACTOR", "CheckResult", "VerifyReport", "verify"]
@@ -200,17 +200,10 @@ def _compare(
 
 
 def _metadata_check(model: StreamingModel, net: GRUModel) -> CheckResult:
-    spec, cfg = model.spec, net.config
-    wanted = {
-        "cell": cfg.cell,
-        "task": cfg.task,
-        "input_size": cfg.input_size,
-        "hidden_size": cfg.hidden_size,
-        "num_layers": cfg.num_layers,
-        "output_size": cfg.output_size,
-        "feature_names": tuple(getattr(net, "feature_names", spec.feature_names)),
-        "output_names": tuple(getattr(net, "output_names", spec.output_names)),
-    }
+    spec = model.spec
+    wanted = model_facts(net)
+    wanted["feature_names"] = tuple(wanted["feature_names"])
+    wanted["output_names"] = tuple(wanted["output_names"])
     bad = [
         f"{k}: model {getattr(spec, k)!r}, checkpoint {v!r}"
         for k, v in wanted.items()
