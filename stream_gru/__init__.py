@@ -12,6 +12,7 @@ Training and export live in ``stream_gru.training`` and ``stream_gru.export`` (t
 """
 
 from .errors import ModelError, SnapshotError, StreamGRUError
+from .pool import PoolStats, StreamPool, TickResult
 from .runtime import Stream, StreamingModel, load
 from .spec import ModelIO, ModelSpec, StatePair
 
@@ -21,11 +22,14 @@ __all__ = [
     "ModelError",
     "ModelIO",
     "ModelSpec",
+    "PoolStats",
     "SnapshotError",
     "StatePair",
     "Stream",
     "StreamGRUError",
+    "StreamPool",
     "StreamingModel",
+    "TickResult",
     "__version__",
     "load",
 ]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from .errors import ModelError, SnapshotError
 from .onnx_file import fingerprint_model_bytes
 from .session import SessionOptions, create_session
 from .spec import ModelIO, ModelSpec, read_spec
+
+if TYPE_CHECKING:
+    from .pool import StreamPool
 
 __all__ = ["Stream", "StreamingModel", "load"]
 
@@ -131,6 +135,20 @@ class StreamingModel:
         stream._steps = steps
         return stream
 
+    def pool(self, *, clock: Callable[[], float] = time.monotonic) -> StreamPool:
+        """A ``StreamPool``: many streams of this model, one batched call per tick."""
+        from .pool import StreamPool
+
+        return StreamPool(self, clock=clock)
+
+    def load_pool(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic
+    ) -> StreamPool:
+        """A pool saved by ``StreamPool.save``; its streams continue bit-exact."""
+        from .pool import StreamPool
+
+        return StreamPool.load(self, path, clock=clock)
+
     def initial_state(self) -> dict[str, np.ndarray]:
         """The initial state of a stream, without the batch axis."""
         return {k: self._unbatched_state(k, v) for k, v in self._initial.items()}
@@ -168,6 +186,23 @@ class StreamingModel:
             return out
         drop = {a for a in (b, t) if a is not None}
         return y.reshape([d for i, d in enumerate(y.shape) if i not in drop])
+
+    def _batch_input(self, samples: np.ndarray) -> np.ndarray:
+        """(n, *sample) -> the data input for n streams, one time step each."""
+        b, t = self._batch_axis, self._time_axis
+        assert b is not None, "batching needs a batch axis"
+        if t is None:
+            return np.ascontiguousarray(np.moveaxis(samples, 0, b))
+        return np.ascontiguousarray(np.moveaxis(samples[:, np.newaxis], [0, 1], [b, t]))
+
+    def _batch_output(self, y: np.ndarray) -> np.ndarray:
+        """The data output of a batched one-step call -> (n, *out)."""
+        b, t = self._batch_axis, self._time_axis
+        assert b is not None, "batching needs a batch axis"
+        if t is None:
+            return np.moveaxis(y, b, 0)
+        out: np.ndarray = np.moveaxis(y, [b, t], [0, 1])[:, 0]
+        return out
 
     def _run(
         self, x: np.ndarray, states: Mapping[str, np.ndarray]

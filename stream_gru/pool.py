@@ -1,0 +1,440 @@
+"""StreamPool: many streams, one batched onnxruntime call per tick.
+
+Every stream's state lives in a slot of contiguous arrays (one array per state tensor,
+slot-major), so a tick gathers the slots it names, runs one session call, and
+scatters the new states back: its cost grows with the streams in the tick, not with
+the pool. Closed slots are reused. A key is a str, an int (not a bool), bytes, or a
+tuple of those: what a pool file can store exactly.
+
+A stream's outputs never depend on what else is in its tick (DESIGN.md, trap 10);
+the tests prove it against one ``Stream`` per key.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import snapshot as _snapshot
+from .checks import as_samples
+from .errors import SnapshotError
+from .files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .runtime import StreamingModel
+
+__all__ = ["PoolStats", "StreamPool", "TickResult", "check_key"]
+
+Key = Hashable
+Clock = Callable[[], float]
+_POOL_KIND = b"POOL"
+_LATENCY_WINDOW = 1024
+
+
+def check_key(key: Any) -> None:
+    """Raise ``TypeError`` unless ``key`` is a str, int (not bool), bytes, or a tuple
+    of those (nested tuples allowed)."""
+    if isinstance(key, bool) or not isinstance(key, (str, int, bytes, tuple)):
+        raise TypeError(
+            f"a stream key must be a str, int, bytes or a tuple of those, got "
+            f"{type(key).__name__} {key!r:.60}"
+        )
+    if isinstance(key, tuple):
+        for part in key:
+            check_key(part)
+
+
+def _encode_key(key: Any) -> Any:
+    if isinstance(key, str):
+        return ["s", key]
+    if isinstance(key, int):
+        return ["i", str(key)]
+    if isinstance(key, bytes):
+        return ["b", base64.b64encode(key).decode("ascii")]
+    return ["t", [_encode_key(k) for k in key]]
+
+
+def _decode_key(data: Any) -> Any:
+    tag, value = data
+    if tag == "s" and isinstance(value, str):
+        return value
+    if tag == "i" and isinstance(value, str):
+        return int(value)
+    if tag == "b" and isinstance(value, str):
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    if tag == "t" and isinstance(value, list):
+        return tuple(_decode_key(v) for v in value)
+    raise ValueError(f"bad key record {data!r:.60}")
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What ``StreamPool.step_valid`` did: outputs of the streams it stepped, and the
+    rejected keys with the reason each was rejected."""
+
+    outputs: dict[Any, np.ndarray]
+    rejected: dict[Any, str]
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """Counters for monitoring, cheap to read at any time.
+
+    Tick latencies are over the last 1,024 ticks, in microseconds (0 before the first).
+    """
+
+    open_streams: int
+    capacity: int
+    ticks: int
+    stream_steps: int
+    rejected_samples: int
+    expired_streams: int
+    tick_p50_us: float
+    tick_p99_us: float
+
+
+class StreamPool:
+    """Many streams of one model, stepped together in one batched call per tick.
+
+    Make one with ``model.pool()`` or ``model.load_pool(path)``. Every method may be
+    called from several threads; a tick is atomic. A call that raises changes no
+    stream. ``clock`` (monotonic seconds) is injectable for tests.
+    """
+
+    def __init__(
+        self, model: StreamingModel, *, clock: Clock = time.monotonic, capacity: int = 64
+    ) -> None:
+        spec = model.spec
+        if model._batch_axis is None or any(s.batch_axis is None for s in spec.states):
+            raise ValueError(
+                "a StreamPool batches streams along the batch axis; this model's data input "
+                "or a state has none (ModelIO batch_axis=None): use one Stream per key"
+            )
+        self.model = model
+        self._clock = clock
+        self._lock = threading.RLock()
+        capacity = max(1, int(capacity))
+        self._states = {
+            s.input: np.zeros((capacity, *spec.state_shapes[s.input]), spec.state_dtypes[s.input])
+            for s in spec.states
+        }
+        self._last_seen = np.zeros(capacity, np.float64)
+        self._steps = np.zeros(capacity, np.int64)
+        self._slots: dict[Any, int] = {}
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
+        self._ticks = 0
+        self._stream_steps = 0
+        self._rejected = 0
+        self._expired = 0
+        self._latencies = np.zeros(_LATENCY_WINDOW, np.float64)
+
+    def __repr__(self) -> str:
+        return f"StreamPool({len(self)} open streams, model={self.model!r})"
+
+    # -- membership --------------------------------------------------------------
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._slots
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def keys(self) -> list[Any]:
+        """The open streams' keys, in the order they were opened."""
+        with self._lock:
+            return list(self._slots)
+
+    def open(self, key: Any) -> None:
+        """Open a stream at the initial state. An open key raises ``ValueError``."""
+        check_key(key)
+        with self._lock:
+            if key in self._slots:
+                raise ValueError(f"stream {key!r} is already open")
+            self._open_slot(key, self._clock(), 0, None)
+
+    def close(self, key: Any) -> None:
+        """Close a stream; its slot is reused. An unknown key raises ``KeyError``."""
+        with self._lock:
+            slot = self._slot_of(key)
+            del self._slots[key]
+            self._free.append(slot)
+
+    def _slot_of(self, key: Any) -> int:
+        try:
+            return self._slots[key]
+        except (KeyError, TypeError):
+            raise KeyError(f"stream {key!r} is not open in this pool") from None
+
+    def _open_slot(
+        self, key: Any, last_seen: float, steps: int, state: Mapping[str, np.ndarray] | None
+    ) -> int:
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        for name, arr in self._states.items():
+            arr[slot] = 0 if state is None else state[name]
+        self._last_seen[slot] = last_seen
+        self._steps[slot] = steps
+        self._slots[key] = slot
+        return slot
+
+    def _grow(self) -> None:
+        old = len(self._last_seen)
+        new = old * 2
+        for name, arr in self._states.items():
+            grown = np.zeros((new, *arr.shape[1:]), arr.dtype)
+            grown[:old] = arr
+            self._states[name] = grown
+        self._last_seen = np.concatenate([self._last_seen, np.zeros(new - old)])
+        self._steps = np.concatenate([self._steps, np.zeros(new - old, np.int64)])
+        self._free.extend(range(new - 1, old - 1, -1))
+
+    # -- ticks -------------------------------------------------------------------
+    def step(self, samples: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
+        """Step every named stream by one sample in one batched call: ``{key: y}``.
+
+        A key that is not open raises ``KeyError``; bad samples raise ``ValueError``
+        (or ``TypeError``) naming every bad key and why. Either way no stream changes.
+        Streams not named keep their state.
+        """
+        keys, xs, rejected = self._check_samples(samples)
+        if rejected:
+            with self._lock:
+                self._rejected += len(rejected)
+            reasons = "; ".join(f"{k!r}: {why}" for k, why in rejected.items())
+            raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
+        if not keys:
+            return {}
+        ys = self._tick(keys, np.stack(xs))
+        return dict(zip(keys, ys, strict=True))
+
+    def step_valid(self, samples: Mapping[Any, Any]) -> TickResult:
+        """Step the streams whose samples are good; return the rest with their reasons.
+
+        Unknown keys are rejected too (not raised). The operator's alternative to
+        ``step``: one bad sensor never holds the fleet back, and nothing is silent.
+        """
+        keys, xs, rejected = self._check_samples(samples, unknown_is_rejected=True)
+        with self._lock:
+            self._rejected += len(rejected)
+        if not keys:
+            return TickResult({}, rejected)
+        ys = self._tick(keys, np.stack(xs))
+        return TickResult(dict(zip(keys, ys, strict=True)), rejected)
+
+    def step_batch(self, keys: Sequence[Any], xs: Any) -> np.ndarray:
+        """The fast path: ``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size).
+
+        Row i of the result is stream ``keys[i]``'s output. Keys must be open and
+        distinct; ``X`` is checked whole (shape, dtype, NaN/Inf) before anything runs.
+        """
+        keys = list(keys)
+        spec = self.model.spec
+        try:
+            samples = as_samples(
+                xs, spec.sample_shape, what="X", leading=("stream",),
+                feature_names=spec.feature_names,
+            )  # fmt: skip
+        except (ValueError, TypeError):
+            with self._lock:
+                self._rejected += len(keys)
+            raise
+        if samples.shape[0] != len(keys):
+            raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
+        if len(set(keys)) != len(keys):
+            twice = [k for k, n in Counter(keys).items() if n > 1]
+            raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
+        if not keys:
+            return np.zeros((0, *self._output_tail()), np.float32)
+        return self._tick(keys, samples)
+
+    def _output_tail(self) -> tuple[int, ...]:
+        size = self.model.spec.output_size
+        return () if size is None else (size,)
+
+    def _check_samples(
+        self, samples: Mapping[Any, Any], *, unknown_is_rejected: bool = False
+    ) -> tuple[list[Any], list[np.ndarray], dict[Any, str]]:
+        if not isinstance(samples, Mapping):
+            raise TypeError(
+                f"samples must be a mapping {{key: sample}}, got {type(samples).__name__}"
+            )
+        spec = self.model.spec
+        keys: list[Any] = []
+        xs: list[np.ndarray] = []
+        rejected: dict[Any, str] = {}
+        with self._lock:
+            unknown = [k for k in samples if k not in self._slots]
+        if unknown and not unknown_is_rejected:
+            raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
+        for key, x in samples.items():
+            if key in unknown:
+                rejected[key] = "stream not open"
+                continue
+            try:
+                xs.append(
+                    as_samples(
+                        x, spec.sample_shape, what="sample", feature_names=spec.feature_names
+                    )
+                )
+                keys.append(key)
+            except (ValueError, TypeError) as e:
+                rejected[key] = str(e)
+        return keys, xs, rejected
+
+    def _tick(self, keys: list[Any], samples: np.ndarray) -> np.ndarray:
+        m = self.model
+        with self._lock:
+            start = time.perf_counter()
+            slots = np.fromiter((self._slot_of(k) for k in keys), np.int64, len(keys))
+            states = {
+                s.input: np.ascontiguousarray(
+                    np.moveaxis(self._states[s.input][slots], 0, s.batch_axis)  # type: ignore[arg-type]
+                )
+                for s in m.spec.states
+            }
+            y, new = m._run(m._batch_input(samples), states)
+            for s in m.spec.states:
+                self._states[s.input][slots] = np.moveaxis(new[s.input], s.batch_axis, 0)  # type: ignore[arg-type]
+            self._last_seen[slots] = self._clock()
+            self._steps[slots] += 1
+            self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
+            self._ticks += 1
+            self._stream_steps += len(keys)
+        return m._batch_output(y)
+
+    # -- one stream in or out ----------------------------------------------------
+    def snapshot(self, key: Any) -> bytes:
+        """One stream's state as ``Stream.snapshot()`` bytes (restorable by
+        ``model.restore`` or another pool's ``restore``)."""
+        m = self.model
+        with self._lock:
+            slot = self._slot_of(key)
+            states = {
+                s.input: m._batched_state(self._states[s.input][slot], s.batch_axis)
+                for s in m.spec.states
+            }
+            steps = int(self._steps[slot])
+        return m._encode_snapshot(states, steps)
+
+    def restore(self, key: Any, blob: bytes) -> None:
+        """Open ``key`` from a snapshot. An open key raises ``ValueError``; a bad or
+        foreign snapshot ``SnapshotError``."""
+        check_key(key)
+        batched, steps = self.model._decode_snapshot(blob)
+        state = {k: self.model._unbatched_state(k, v) for k, v in batched.items()}
+        with self._lock:
+            if key in self._slots:
+                raise ValueError(f"stream {key!r} is already open; close it before restoring")
+            self._open_slot(key, self._clock(), steps, state)
+
+    def steps(self, key: Any) -> int:
+        """Samples the stream has run since it was opened (kept by snapshots)."""
+        with self._lock:
+            return int(self._steps[self._slot_of(key)])
+
+    def state(self, key: Any) -> dict[str, np.ndarray]:
+        """A copy of one stream's state, as ``Stream.state``."""
+        with self._lock:
+            slot = self._slot_of(key)
+            return {name: arr[slot].copy() for name, arr in self._states.items()}
+
+    # -- expiry ------------------------------------------------------------------
+    def idle_seconds(self, key: Any) -> float:
+        """Seconds since the stream's last step (or its open, if never stepped)."""
+        with self._lock:
+            return float(self._clock() - self._last_seen[self._slot_of(key)])
+
+    def expire(self, idle_seconds: float) -> dict[Any, bytes]:
+        """Close the streams idle for at least ``idle_seconds``; return their final
+        snapshots ``{key: bytes}``, so the application can persist or drop them."""
+        if not idle_seconds >= 0:
+            raise ValueError(f"idle_seconds must be a non-negative number, got {idle_seconds!r}")
+        with self._lock:
+            now = self._clock()
+            stale = [
+                k for k, slot in self._slots.items() if now - self._last_seen[slot] >= idle_seconds
+            ]
+            out = {k: self.snapshot(k) for k in stale}
+            for k in stale:
+                self.close(k)
+            self._expired += len(stale)
+        return out
+
+    # -- files -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every stream (key, state, steps, idle time) to ``path`` atomically:
+        the old file stays whole until the new one is complete."""
+        with self._lock:
+            keys = list(self._slots)
+            slots = np.fromiter(self._slots.values(), np.int64, len(keys))
+            arrays: dict[str, np.ndarray] = {
+                f"state:{name}": arr[slots] for name, arr in self._states.items()
+            }
+            arrays["idle"] = self._clock() - self._last_seen[slots]
+            arrays["steps"] = self._steps[slots]
+            extra = {"keys": [_encode_key(k) for k in keys]}
+        blob = _snapshot.encode(_POOL_KIND, self.model.spec.fingerprint, arrays, extra)
+        atomic_write_bytes(path, blob)
+
+    @classmethod
+    def load(
+        cls, model: StreamingModel, path: str | os.PathLike[str], *, clock: Clock = time.monotonic
+    ) -> StreamPool:
+        """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
+        truncated or foreign file (another model's, even of the same shapes) raises
+        ``SnapshotError``."""
+        with open(path, "rb") as f:
+            blob = f.read()
+        arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what="pool file")
+        spec = model.spec
+        try:
+            keys = [_decode_key(k) for k in extra["keys"]]
+            for k in keys:
+                check_key(k)
+        except (KeyError, TypeError, ValueError) as e:
+            raise SnapshotError(f"pool file has malformed keys: {e}") from None
+        n = len(keys)
+        expected = {f"state:{s.input}": (n, *spec.state_shapes[s.input]) for s in spec.states}
+        expected.update(idle=(n,), steps=(n,))
+        got = {k: v.shape for k, v in arrays.items()}
+        if got != expected or len(set(keys)) != n:
+            raise SnapshotError(
+                f"pool file does not fit this model: arrays {got}, expected {expected}"
+            )
+        pool = cls(model, clock=clock, capacity=max(n, 64))
+        now = clock()
+        idle, steps = arrays["idle"], arrays["steps"]
+        for i, key in enumerate(keys):
+            state = {s.input: arrays[f"state:{s.input}"][i] for s in spec.states}
+            pool._open_slot(key, now - float(idle[i]), int(steps[i]), state)
+        return pool
+
+    # -- monitoring --------------------------------------------------------------
+    def stats(self) -> PoolStats:
+        """Counters for the application's monitoring (cheap: no copy of the states)."""
+        with self._lock:
+            recent = self._latencies[: min(self._ticks, _LATENCY_WINDOW)] * 1e6
+            p50, p99 = np.percentile(recent, [50, 99]) if len(recent) else (0.0, 0.0)
+            return PoolStats(
+                open_streams=len(self._slots),
+                capacity=len(self._last_seen),
+                ticks=self._ticks,
+                stream_steps=self._stream_steps,
+                rejected_samples=self._rejected,
+                expired_streams=self._expired,
+                tick_p50_us=float(p50),
+                tick_p99_us=float(p99),
+            )

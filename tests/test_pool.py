@@ -1,0 +1,394 @@
+"""StreamPool: batched ticks equal per-stream references, bad samples change nothing,
+expiry, snapshots, save/load, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import stream_gru as sg
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def model(gru_model):
+    return sg.load(gru_model.onnx)
+
+
+def _x(rng, n):
+    return (rng.standard_normal((n, 3)) * 2).astype(np.float32)
+
+
+def test_a_tick_equals_each_streams_own_stream(model, rng):
+    pool = model.pool()
+    refs = {}
+    for k in ["a", 7, b"raw", ("site", 3), ("nested", ("t", b"x"))]:
+        pool.open(k)
+        refs[k] = model.stream()
+    for _ in range(30):
+        keys = [k for k in refs if rng.random() < 0.6]
+        xs = _x(rng, len(keys))
+        out = pool.step(dict(zip(keys, xs, strict=True)))
+        assert list(out) == keys
+        for k, x in zip(keys, xs, strict=True):
+            np.testing.assert_array_equal(out[k], refs[k].step(x))
+    for k, ref in refs.items():
+        np.testing.assert_array_equal(pool.state(k)["h0"], ref.state["h0"])
+        assert pool.steps(k) == ref.steps
+
+
+@pytest.mark.parametrize("others", [0, 6, 1023, 9999])
+def test_a_streams_output_does_not_depend_on_its_tick(model, rng, others):
+    pool = model.pool()
+    keys = list(range(others + 1))
+    for k in keys:
+        pool.open(k)
+    x = _x(rng, 5)
+    ref = model.stream()
+    expected = ref.feed(x)
+    for t in range(5):
+        xs = _x(rng, len(keys))
+        xs[others] = x[t]  # the stream under test, last in the tick
+        got = pool.step_batch(keys, xs)[others]
+        np.testing.assert_array_equal(got, expected[t])
+
+
+def test_step_batch_shapes_and_errors(model, rng):
+    pool = model.pool()
+    for k in "abc":
+        pool.open(k)
+    assert pool.step_batch([], np.zeros((0, 3))).shape == (0, 2)
+    before = {k: pool.state(k)["h0"] for k in "abc"}
+    with pytest.raises(ValueError, match=r"X has shape \(2, 4\), expected \(stream, 3\)"):
+        pool.step_batch(["a", "b"], np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="3 rows for 2 keys"):
+        pool.step_batch(["a", "b"], np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"more than once.*'a'"):
+        pool.step_batch(["a", "b", "a"], np.zeros((3, 3)))
+    with pytest.raises(KeyError, match="'zz' is not open"):
+        pool.step_batch(["a", "zz"], np.zeros((2, 3)))
+    bad = np.zeros((3, 3))
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"inf at stream 1, feature 2 \('az'\)"):
+        pool.step_batch(["a", "b", "c"], bad)
+    for k in "abc":
+        np.testing.assert_array_equal(pool.state(k)["h0"], before[k])
+        assert pool.steps(k) == 0
+
+
+def test_bad_samples_name_every_key_and_change_nothing(model):
+    pool = model.pool()
+    for k in "abcd":
+        pool.open(k)
+    pool.step({k: np.ones(3) for k in "abcd"})
+    before = {k: pool.state(k)["h0"] for k in "abcd"}
+    with pytest.raises(ValueError) as err:
+        pool.step({"a": np.ones(3), "b": [np.nan, 0, 0], "c": np.ones(4), "d": np.ones(3)})
+    assert "2 bad sample(s)" in str(err.value)
+    message = str(err.value)
+    assert "'b': sample must be finite" in message and "'c': sample has shape (4,)" in message
+    with pytest.raises(KeyError, match=r"not open in this pool: \['x'\]"):
+        pool.step({"a": np.ones(3), "x": np.ones(3)})
+    with pytest.raises(ValueError, match=r"'a': sample must be a real numeric array.*bool"):
+        pool.step({"a": np.ones(3, bool)})
+    with pytest.raises(TypeError, match="dtype bool"):
+        pool.step_batch(["a"], np.ones((1, 3), bool))
+    for k in "abcd":
+        np.testing.assert_array_equal(pool.state(k)["h0"], before[k])
+        assert pool.steps(k) == 1
+    assert pool.stats().rejected_samples == 4
+
+
+def test_step_valid_steps_the_good_and_returns_the_rest(model):
+    pool = model.pool()
+    for k in "ab":
+        pool.open(k)
+    ref = model.stream()
+    result = pool.step_valid({"a": np.ones(3), "b": [0, np.nan, 0], "ghost": np.ones(3)})
+    assert list(result.outputs) == ["a"]
+    np.testing.assert_array_equal(result.outputs["a"], ref.step(np.ones(3)))
+    assert set(result.rejected) == {"b", "ghost"}
+    assert "nan" in result.rejected["b"] and result.rejected["ghost"] == "stream not open"
+    assert pool.steps("b") == 0
+
+
+def test_keys_and_membership(model):
+    pool = model.pool()
+    for bad in [1.5, True, None, ["list"], ("ok", 2.0), {"d": 1}]:
+        with pytest.raises(TypeError, match="a stream key must be"):
+            pool.open(bad)
+    pool.open("x")
+    with pytest.raises(ValueError, match="'x' is already open"):
+        pool.open("x")
+    assert "x" in pool and len(pool) == 1 and pool.keys() == ["x"]
+    pool.close("x")
+    assert "x" not in pool and len(pool) == 0
+    with pytest.raises(KeyError, match="'x' is not open"):
+        pool.close("x")
+
+
+def test_slots_are_reused_and_the_pool_grows(model, rng):
+    pool = model.pool()
+    for i in range(200):  # past the initial capacity of 64
+        pool.open(i)
+    for i in range(0, 200, 2):
+        pool.close(i)
+    capacity = pool.stats().capacity
+    for i in range(1000, 1100):
+        pool.open(i)
+    assert pool.stats().capacity == capacity  # closed slots reused
+    ref = model.stream()
+    x = _x(rng, 4)
+    for t in range(4):
+        np.testing.assert_array_equal(pool.step({1050: x[t]})[1050], ref.step(x[t]))
+
+
+def test_expire_closes_idle_streams_and_returns_their_snapshots(model):
+    clock = FakeClock()
+    pool = model.pool(clock=clock)
+    pool.open("quiet")
+    pool.open("busy")
+    clock.now += 100
+    pool.step({"busy": np.ones(3)})
+    assert pool.idle_seconds("quiet") == 100 and pool.idle_seconds("busy") == 0
+    clock.now += 200  # quiet idle 300 s (never stepped: counted from its open), busy 200 s
+    expired = pool.expire(idle_seconds=300)
+    assert list(expired) == ["quiet"] and "quiet" not in pool and "busy" in pool
+    restored = model.restore(expired["quiet"])
+    assert restored.steps == 0
+    assert pool.expire(idle_seconds=300) == {}
+    assert pool.stats().expired_streams == 1
+    with pytest.raises(ValueError, match="idle_seconds"):
+        pool.expire(idle_seconds=-1)
+
+
+def test_snapshot_moves_a_stream_between_pools(model, rng):
+    a, b = model.pool(), model.pool()
+    a.open("s")
+    ref = model.stream()
+    x = _x(rng, 10)
+    for t in range(5):
+        a.step({"s": x[t]})
+        ref.step(x[t])
+    b.restore("s2", a.snapshot("s"))
+    with pytest.raises(ValueError, match="already open"):
+        b.restore("s2", a.snapshot("s"))
+    assert b.steps("s2") == 5
+    for t in range(5, 10):
+        np.testing.assert_array_equal(b.step({"s2": x[t]})["s2"], ref.step(x[t]))
+    # a pool snapshot is a Stream snapshot: the two are interchangeable
+    np.testing.assert_array_equal(model.restore(b.snapshot("s2")).state["h0"], ref.state["h0"])
+
+
+def test_save_and_load_continue_bit_exact(model, rng, tmp_path):
+    clock = FakeClock()
+    pool = model.pool(clock=clock)
+    keys = ["a", 2**80, b"\x00\xff", ("t", 1, (b"z", "q"))]
+    refs = {}
+    for k in keys:
+        pool.open(k)
+        refs[k] = model.stream()
+    for _ in range(5):
+        xs = _x(rng, len(keys))
+        pool.step_batch(keys, xs)
+        for k, x in zip(keys, xs, strict=True):
+            refs[k].step(x)
+    clock.now += 42
+    path = tmp_path / "fleet.sgpool"
+    pool.save(path)
+    clock2 = FakeClock()
+    clock2.now = 5.0  # another process: another monotonic origin
+    loaded = model.load_pool(path, clock=clock2)
+    assert loaded.keys() == keys
+    for k in keys:
+        assert loaded.idle_seconds(k) == pytest.approx(42)
+        assert loaded.steps(k) == 5
+    xs = _x(rng, len(keys))
+    out = loaded.step_batch(keys, xs)
+    for k, x, y in zip(keys, xs, out, strict=True):
+        np.testing.assert_array_equal(y, refs[k].step(x))
+
+
+def test_bad_pool_files_raise_snapshot_error(model, gru_twin, tmp_path):
+    pool = model.pool()
+    for k in range(3):
+        pool.open(k)
+    path = tmp_path / "p.sgpool"
+    pool.save(path)
+    data = path.read_bytes()
+    with pytest.raises(sg.SnapshotError, match="another model"):
+        sg.load(gru_twin.onnx).load_pool(path)
+    for n in [0, 5, 40, len(data) // 2, len(data) - 1]:
+        path.write_bytes(data[:n])
+        with pytest.raises(sg.SnapshotError):
+            model.load_pool(path)
+    for i in range(0, len(data), 7):
+        corrupt = bytearray(data)
+        corrupt[i] ^= 0xFF
+        path.write_bytes(bytes(corrupt))
+        with pytest.raises(sg.SnapshotError):
+            model.load_pool(path)
+    with pytest.raises(sg.SnapshotError, match="holds a b'STRM' record"):
+        path.write_bytes(model.stream().snapshot())
+        model.load_pool(path)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(model, tmp_path, monkeypatch):
+    pool = model.pool()
+    pool.open("a")
+    path = tmp_path / "p.sgpool"
+    pool.save(path)
+    before = path.read_bytes()
+    pool.open("b")
+    import stream_gru.files as files
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        pool.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.sgpool"]  # no temporary left behind
+
+
+def test_four_threads_with_disjoint_keys_get_the_serial_results(model, rng):
+    pool = model.pool()
+    groups = [[f"t{t}-{i}" for i in range(25)] for t in range(4)]
+    inputs = [_x(rng, 25 * 40).reshape(40, 25, 3) for _ in groups]
+    for keys in groups:
+        for k in keys:
+            pool.open(k)
+    results: list[list[np.ndarray]] = [[] for _ in groups]
+
+    def work(t: int) -> None:
+        for tick in range(40):
+            results[t].append(pool.step_batch(groups[t], inputs[t][tick]))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    serial = model.pool()
+    for t, keys in enumerate(groups):
+        for k in keys:
+            serial.open(k)
+        for tick in range(40):
+            np.testing.assert_array_equal(
+                results[t][tick], serial.step_batch(keys, inputs[t][tick])
+            )
+    assert pool.stats().stream_steps == 4 * 25 * 40
+
+
+def test_stats(model):
+    pool = model.pool()
+    pool.open("a")
+    assert pool.stats().tick_p50_us == 0.0
+    for _ in range(10):
+        pool.step({"a": np.ones(3)})
+    s = pool.stats()
+    assert (s.open_streams, s.ticks, s.stream_steps) == (1, 10, 10)
+    assert 0 < s.tick_p50_us <= s.tick_p99_us
+
+
+KEYS = st.one_of(
+    st.integers(-5, 5), st.sampled_from(["a", "b", "c"]), st.tuples(st.integers(0, 2), st.just("x"))
+)
+
+
+class PoolAgainstStreams(RuleBasedStateMachine):
+    """Random schedules of opens, closes, ticks, moves, expiries and restarts keep every
+    stream equal, bit for bit, to its own Stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+
+    @initialize()
+    def setup(self) -> None:
+        self.clock = FakeClock()
+        self.pool = PoolAgainstStreams.model.pool(clock=self.clock)
+        self.refs: dict = {}
+
+    @rule(key=KEYS)
+    def open(self, key):
+        if key in self.refs:
+            with pytest.raises(ValueError):
+                self.pool.open(key)
+        else:
+            self.pool.open(key)
+            self.refs[key] = PoolAgainstStreams.model.stream()
+
+    @rule(key=KEYS)
+    def close(self, key):
+        if key in self.refs:
+            self.pool.close(key)
+            del self.refs[key]
+        else:
+            with pytest.raises(KeyError):
+                self.pool.close(key)
+
+    @rule(data=st.data(), batch=st.booleans())
+    def tick(self, data, batch):
+        keys = (
+            data.draw(st.lists(st.sampled_from(sorted(self.refs, key=repr)), unique=True))
+            if self.refs
+            else []
+        )
+        xs = _x(self.rng, len(keys))
+        if batch:
+            out = list(self.pool.step_batch(keys, xs))
+        else:
+            out = list(self.pool.step(dict(zip(keys, xs, strict=True))).values())
+        for k, x, y in zip(keys, xs, out, strict=True):
+            np.testing.assert_array_equal(y, self.refs[k].step(x))
+        self.clock.now += 1
+
+    @rule(key=KEYS, new=KEYS)
+    def move(self, key, new):
+        if key in self.refs and new not in self.refs:
+            blob = self.pool.snapshot(key)
+            self.pool.close(key)
+            self.pool.restore(new, blob)
+            self.refs[new] = self.refs.pop(key)
+
+    @rule(idle=st.integers(0, 4))
+    def expire(self, idle):
+        expired = self.pool.expire(idle_seconds=idle)
+        for k, blob in expired.items():
+            np.testing.assert_array_equal(
+                PoolAgainstStreams.model.restore(blob).state["h0"], self.refs.pop(k).state["h0"]
+            )
+
+    @rule()
+    def restart(self):
+        self.pool.save(PoolAgainstStreams.path)
+        self.pool = PoolAgainstStreams.model.load_pool(PoolAgainstStreams.path, clock=self.clock)
+
+    @invariant()
+    def same_keys(self):
+        if hasattr(self, "pool"):
+            assert set(self.pool.keys()) == set(self.refs)
+
+
+def test_random_schedules_against_per_stream_references(model, tmp_path):
+    PoolAgainstStreams.model = model
+    PoolAgainstStreams.path = tmp_path / "pool.sgpool"
+    runner = PoolAgainstStreams.TestCase
+    runner.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
+    runner().runTest()
