@@ -1,23 +1,29 @@
 """The line protocol of ``stream-gru run``: ``key,f1,...,fI`` in, ``key,y1,...,yO`` out.
 
-One stream per key, opened on first sight. Every output line is flushed at once, so
-the pipe can sit between a sensor reader and a consumer in real time. A bad line gets
-one message on the error stream naming its 1-based line number and the problem; it
-changes no stream, and the lines after it are processed as usual.
+One stream per key in a ``StreamPool``, opened on the key's first good line. Lines
+that arrive together are stepped together, in one batched call per tick (a key seen
+twice in one arrival goes into the next tick, so its samples stay in order), and the
+outputs are written in input order, flushed at once. A bad line gets one message on
+the error stream naming its 1-based line number and the problem; it changes no
+stream, and the lines after it are processed as usual.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
 import numpy as np
 
-from .runtime import Stream, StreamingModel
+from .pool import StreamPool
+from .runtime import StreamingModel
 
-__all__ = ["PipeStats", "format_output", "serve_lines"]
+__all__ = ["PipeStats", "format_output", "read_arrivals", "serve_lines"]
+
+_READ_SIZE = 1 << 16
 
 
 @dataclass
@@ -28,6 +34,7 @@ class PipeStats:
     outputs: int = 0
     rejected: int = 0
     streams: int = 0
+    ticks: int = 0
 
 
 def format_output(key: str, y: np.ndarray) -> str:
@@ -58,36 +65,77 @@ def _parse(line: str, n_features: int, names: tuple[str, ...]) -> tuple[str, lis
     return key, values
 
 
+def read_arrivals(source: TextIO | Iterable[str]) -> Iterator[list[str]]:
+    """Group the lines of ``source`` by arrival: each item holds the complete lines
+    that were available together. A real file or pipe is read with ``os.read``, which
+    returns what has arrived without waiting for more; other iterables give one line
+    per arrival."""
+    fileno = getattr(source, "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else None
+    except (OSError, ValueError):  # io.StringIO and friends have no descriptor
+        fd = None
+    if fd is None:
+        lines = iter(source.readline, "") if hasattr(source, "readline") else iter(source)
+        for line in lines:
+            yield [line]
+        return
+    pending = b""
+    while True:
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            break
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        if complete:
+            yield [c.decode("utf-8", errors="replace") for c in complete]
+    if pending:
+        yield [pending.decode("utf-8", errors="replace")]
+
+
 def serve_lines(
-    model: StreamingModel, source: TextIO | Iterable[str], out: TextIO, err: TextIO
+    model: StreamingModel,
+    source: TextIO | Iterable[str],
+    out: TextIO,
+    err: TextIO,
+    *,
+    pool: StreamPool | None = None,
 ) -> PipeStats:
-    """Serve ``source`` line by line until it ends; returns the counters."""
+    """Serve ``source`` until it ends; returns the counters."""
+    pool = pool if pool is not None else model.pool()
     shape = model.spec.sample_shape
     n_features = int(np.prod(shape))
-    streams: dict[str, Stream] = {}
+    names = model.spec.feature_names
     stats = PipeStats()
-    lines = iter(source.readline, "") if hasattr(source, "readline") else iter(source)
-    for lineno, raw in enumerate(lines, start=1):
-        stats.lines = lineno
-        text = raw.strip()
-        if not text:
-            continue
-        try:
-            key, values = _parse(text, n_features, model.spec.feature_names)
-            stream = streams.get(key)
-            fresh = stream is None
-            if stream is None:
-                stream = model.stream()
-            y = stream.step(np.asarray(values, np.float32).reshape(shape))
-        except (ValueError, TypeError) as e:
-            stats.rejected += 1
-            err.write(f"line {lineno}: {e}\n")
-            err.flush()
-            continue
-        if fresh:
-            streams[key] = stream
-            stats.streams += 1
-        out.write(format_output(key, y) + "\n")
+    for arrival in read_arrivals(source):
+        # Parse the arrival, then cut it into ticks in which each key appears once.
+        ticks: list[dict[str, tuple[int, np.ndarray]]] = [{}]
+        for raw in arrival:
+            stats.lines += 1
+            text = raw.strip()
+            if not text:
+                continue
+            try:
+                key, values = _parse(text, n_features, names)
+            except ValueError as e:
+                stats.rejected += 1
+                err.write(f"line {stats.lines}: {e}\n")
+                continue
+            if key in ticks[-1]:
+                ticks.append({})
+            ticks[-1][key] = (stats.lines, np.asarray(values, np.float32).reshape(shape))
+        for tick in ticks:
+            if not tick:
+                continue
+            for key in tick:
+                if key not in pool:
+                    pool.open(key)
+                    stats.streams += 1
+            keys = list(tick)
+            ys = pool.step_batch(keys, np.stack([x for _, x in tick.values()]))
+            out.write("".join(format_output(k, y) + "\n" for k, y in zip(keys, ys, strict=True)))
+            stats.outputs += len(keys)
+            stats.ticks += 1
         out.flush()
-        stats.outputs += 1
+        err.flush()
     return stats

@@ -90,3 +90,38 @@ def test_run_command_streams_stdin_with_flushed_lines(gru_model):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_lines_arriving_together_are_batched_in_input_order(gru_model, rng, tmp_path):
+    model = sg.load(gru_model.onnx)
+    keys = ["a", "b", "c", "a", "b", "a", "d"]  # 'a' three times: three ticks, in order
+    xs = rng.standard_normal((len(keys), 3)).astype(np.float32)
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "".join(f"{k},{','.join(f'{v:.9g}' for v in x)}\n" for k, x in zip(keys, xs, strict=True))
+    )
+    out, err = io.StringIO(), io.StringIO()
+    with open(path, encoding="utf-8") as f:  # a real file: read by arrival with os.read
+        stats = serve_lines(model, f, out, err)
+    assert stats.ticks == 3 and stats.outputs == 7 and stats.streams == 4
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == keys
+    refs = {k: model.stream() for k in set(keys)}
+    for line, k, x in zip(lines, keys, xs, strict=True):
+        np.testing.assert_array_equal(np.array(line.split(",")[1:], np.float32), refs[k].step(x))
+
+
+def test_read_arrivals_groups_what_is_available(tmp_path):
+    import os
+
+    from stream_gru.pipe import read_arrivals
+
+    r, w = os.pipe()
+    os.write(w, b"a,1\nb,2\nc,")
+    with os.fdopen(r, "r") as reader:
+        arrivals = read_arrivals(reader)
+        assert next(arrivals) == ["a,1", "b,2"]  # the partial third line waits
+        os.write(w, b"3\n")
+        assert next(arrivals) == ["c,3"]
+        os.close(w)
+        assert list(arrivals) == []
