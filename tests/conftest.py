@@ -78,3 +78,22 @@ def any_model(request: pytest.FixtureRequest) -> TinyModel:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def fleet_model(models_dir: Path) -> TinyModel:
+    """The fleet size the issues measure: a 1-layer GRU, H=64, I=8, O=4."""
+    torch = pytest.importorskip("torch")
+    from stream_gru.export import export_onnx
+    from stream_gru.network import GRUConfig, GRUModel, save_checkpoint
+
+    torch.manual_seed(11)
+    net = GRUModel(GRUConfig(input_size=8, hidden_size=64, num_layers=1, output_size=4))
+    ckpt = save_checkpoint(
+        models_dir / "fleet.pt",
+        net,
+        feature_names=[f"f{i}" for i in range(8)],
+        output_names=["a", "b", "c", "d"],
+    )
+    out = export_onnx(ckpt, models_dir / "fleet.onnx").path
+    return TinyModel(out, ckpt, "gru", "classification", 8, 64, 1, 4)

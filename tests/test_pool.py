@@ -392,3 +392,25 @@ def test_random_schedules_against_per_stream_references(model, tmp_path):
     runner = PoolAgainstStreams.TestCase
     runner.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
     runner().runTest()
+
+
+def test_memory_per_stream_at_100000_streams(fleet_model):
+    import tracemalloc
+
+    model = sg.load(fleet_model.onnx)
+    keys = [f"sensor-{i}" for i in range(100_000)]
+    x = np.random.default_rng(0).standard_normal((4096, 8)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        pool = model.pool()
+        for k in keys:
+            pool.open(k)
+        pool.step_batch(keys[:4096], x)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    state_bytes = 100_000 * 64 * 4
+    per_stream = (used - state_bytes) / 100_000
+    assert len(pool) == 100_000
+    assert per_stream <= 1024, f"{per_stream:.0f} bytes per stream beyond the state"
