@@ -1,0 +1,66 @@
+"""The examples run, on small settings, against models made here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def motions_model(models_dir: Path) -> Path:
+    """An untrained GRU shaped for BasicMotions (6 features, 4 activities)."""
+    torch = pytest.importorskip("torch")
+    from stream_gru.datasets import load_basic_motions
+    from stream_gru.export import export_onnx
+    from stream_gru.network import GRUConfig, GRUModel, save_checkpoint
+
+    ds = load_basic_motions("train")
+    torch.manual_seed(0)
+    net = GRUModel(GRUConfig(input_size=6, hidden_size=16, output_size=4))
+    ckpt = save_checkpoint(
+        models_dir / "motions.pt", net, feature_names=ds.feature_names, output_names=ds.output_names
+    )
+    return export_onnx(ckpt, models_dir / "motions.onnx").path
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
+def test_quickstart(motions_model):
+    r = _run("quickstart.py", "--model", str(motions_model))
+    assert r.returncode == 0, r.stderr
+    assert "after 100 samples:" in r.stdout and "truth:" in r.stdout
+
+
+def test_sensor_fleet(fleet_model):
+    r = _run("sensor_fleet.py", "--model", str(fleet_model.onnx), "--sensors", "300",
+             "--ticks", "120", "--garbage", "0.05", "--idle", "3", "--dropout", "0.02")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "fleet of 300 sensors, 120 ticks" in out
+    rejected = int(out.split("samples rejected")[1].split()[0].replace(",", ""))
+    expired = int(out.split("streams expired")[1].split()[0].replace(",", ""))
+    assert rejected > 0 and expired > 0
+
+
+def test_realtime_pipe(motions_model):
+    r = _run("realtime_pipe.py", "--model", str(motions_model), "--watches", "3", "--hz", "2000")
+    assert r.returncode == 0, r.stderr
+    assert "300 outputs from 3 watches" in r.stdout
+
+
+def test_a_missing_model_says_what_to_do(tmp_path):
+    r = _run("sensor_fleet.py", "--model", str(tmp_path / "none.onnx"))
+    assert r.returncode != 0 and "run `make demo` first" in r.stderr
