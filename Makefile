@@ -13,7 +13,7 @@ RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.p
 	stream_gru/checks.py stream_gru/snapshot.py stream_gru/onnx_file.py stream_gru/files.py \
 	stream_gru/session.py stream_gru/runtime.py stream_gru/pool.py stream_gru/pipe.py
 
-.PHONY: install demo test lint format bench clean help
+.PHONY: install demo test lint format clean help
 
 help:
 	@echo "make install  create .venv: torch (CPU), the package with its train extra, test tools"

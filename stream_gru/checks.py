@@ -60,12 +60,13 @@ def as_array(
     dtype: np.dtype[Any] = _FLOAT32,
     hint: str = "",
 ) -> np.ndarray:
-    """``x`` as a contiguous array of ``dtype`` and exactly ``shape``, all finite."""
+    """A new contiguous array of ``dtype`` and exactly ``shape``, all finite: never a
+    view of ``x``, so the caller may change ``x`` afterwards."""
     arr = _numeric(x, what)
     if arr.shape != shape:
         raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
     with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(arr, dtype=dtype)
+        out = np.array(arr, dtype=dtype, copy=True, order="C")
     if not np.isfinite(out).all():
         names = ["index"] * out.ndim
         src = f" (overflows {dtype.name})" if np.isfinite(arr).all() else ""

@@ -29,7 +29,7 @@ from .errors import ExportError
 from .files import atomic_write_bytes
 from .network import GRUModel, load_checkpoint, model_facts
 from .onnx_file import fingerprint_model_bytes
-from .runtime import load
+from .runtime import load_bytes
 from .spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
 from .verification import CheckResult, VerifyReport, verify
 
@@ -235,15 +235,11 @@ def export_onnx(
     data = proto.SerializeToString()
     if fingerprint_model_bytes(data) != fingerprint:
         raise ExportError("the fingerprint changed when the metadata was added")
-    out = Path(out)
-    tmp_check = out.with_name(f".{out.name}.check.onnx")
     try:
-        atomic_write_bytes(tmp_check, data)
-        load(tmp_check, provider="cpu")  # the runtime must accept what we write
+        load_bytes(data, source="the exported graph")  # the runtime must accept what we write
     except Exception as e:
         raise ExportError(f"the runtime refuses the exported model: {e}") from e
-    finally:
-        tmp_check.unlink(missing_ok=True)
+    out = Path(out)
     atomic_write_bytes(out, data)
     return ExportResult(
         path=out,

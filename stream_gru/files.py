@@ -9,13 +9,29 @@ from pathlib import Path
 __all__ = ["atomic_write_bytes"]
 
 
+def _default_mode() -> int:
+    """0o666 less the process umask: the mode ``open()`` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _default_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (and fsync the folder), so a crash leaves either the old or the new file."""
+    ``path`` (and fsync the folder), so a crash leaves either the old or the new file.
+    The file keeps the old file's permissions, or gets those of a new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _NEW_FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -24,6 +24,7 @@ from .runtime import StreamingModel
 __all__ = ["PipeStats", "format_output", "read_arrivals", "serve_lines"]
 
 _READ_SIZE = 1 << 16
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -54,13 +55,16 @@ def _parse(line: str, n_features: int, names: tuple[str, ...]) -> tuple[str, lis
         )
     values = []
     for i, field in enumerate(fields):
-        label = f"feature {i + 1}" + (f" ('{names[i]}')" if i < len(names) else "")
+        # 1-based like the line number: the key is column 1, feature i is column i + 2
+        label = (f"feature '{names[i]}'" if i < len(names) else "feature") + f" (column {i + 2})"
         try:
             v = float(field)
         except ValueError:
             raise ValueError(f"{label} is not a number: {field.strip()!r}") from None
         if not math.isfinite(v):
             raise ValueError(f"{label} is {field.strip()}, expected a finite number")
+        if abs(v) > _FLOAT32_MAX:
+            raise ValueError(f"{label} is {field.strip()}, which overflows float32")
         values.append(v)
     return key, values
 
@@ -123,7 +127,7 @@ def serve_lines(
                 continue
             if key in ticks[-1]:
                 ticks.append({})
-            ticks[-1][key] = (stats.lines, np.asarray(values, np.float32).reshape(shape))
+            ticks[-1][key] = (stats.lines, np.asarray(values).reshape(shape))
         for tick in ticks:
             if not tick:
                 continue

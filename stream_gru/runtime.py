@@ -25,7 +25,7 @@ from .spec import ModelIO, ModelSpec, read_spec
 if TYPE_CHECKING:
     from .pool import StreamPool
 
-__all__ = ["Stream", "StreamingModel", "load"]
+__all__ = ["Stream", "StreamingModel", "load", "load_bytes"]
 
 _STREAM_KIND = b"STRM"
 
@@ -55,19 +55,34 @@ def load(
     if path.is_dir():
         raise ModelError(f"{path} is a directory, expected an .onnx model file")
     data = path.read_bytes()
+    return load_bytes(data, source=str(path), options=options, io=io, path=path)
+
+
+def load_bytes(
+    data: bytes,
+    *,
+    source: str = "model",
+    options: SessionOptions | None = None,
+    io: ModelIO | None = None,
+    path: Path | None = None,
+) -> StreamingModel:
+    """Load a model from the bytes of an ONNX file (weights inside it, no external
+    data). The session and the fingerprint come from the same bytes, so a file
+    replaced while it loads cannot mix one file's weights with another's."""
+    options = options or SessionOptions()
     if not data:
-        raise ModelError(f"{path} is empty (0 bytes), expected an .onnx model file")
-    fingerprint = fingerprint_model_bytes(data, source=str(path))
-    session, in_use = create_session(path, options)
+        raise ModelError(f"{source} is empty (0 bytes), expected an .onnx model file")
+    fingerprint = fingerprint_model_bytes(data, source=source)
+    session, in_use = create_session(data, options, source=source)
     spec = read_spec(
         inputs=session.get_inputs(),
         outputs=session.get_outputs(),
         metadata=session.get_modelmeta().custom_metadata_map,
         fingerprint=fingerprint,
         io=io,
-        source=str(path),
+        source=source,
     )
-    return StreamingModel(path, session, spec, in_use, options)
+    return StreamingModel(path or Path(source), session, spec, in_use, options)
 
 
 def _normalized_axes(io: ModelIO, rank: int) -> tuple[int | None, int | None]:

@@ -7,7 +7,6 @@ no spinning thread pools, so a loaded model that is not stepping uses no CPU
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +81,9 @@ def _ort_options(ort: Any, options: SessionOptions) -> Any:
 
 
 def create_session(
-    path: str | os.PathLike[str], options: SessionOptions
+    model: bytes, options: SessionOptions, *, source: str = "model"
 ) -> tuple[onnxruntime.InferenceSession, str]:
-    """Open ``path`` with the requested provider; returns (session, provider in use).
+    """Open the model's bytes with the requested provider; returns (session, provider).
 
     Raises ``ModelError`` where onnxruntime cannot load the file, ``RuntimeError`` where
     ``provider="cuda"`` is not usable here.
@@ -102,10 +101,10 @@ def create_session(
     )
     try:
         session = ort.InferenceSession(
-            os.fspath(path), sess_options=_ort_options(ort, options), providers=providers
+            model, sess_options=_ort_options(ort, options), providers=providers
         )
     except Exception as e:  # onnxruntime raises its own pybind exception types
-        raise ModelError(f"onnxruntime cannot load {path}: {str(e).strip()}") from None
+        raise ModelError(f"onnxruntime cannot load {source}: {str(e).strip()}") from None
     in_use = session.get_providers()[0]
     if wanted == "cuda" and in_use != CUDA:
         raise RuntimeError(

@@ -339,6 +339,12 @@ def read_spec(
         state_shapes[pair.input] = shape
         state_dtypes[pair.input] = _ORT_DTYPES[s_in.dtype]
 
+    strays = [name for name in io.constants if name not in ins]
+    if strays:
+        raise ModelError(
+            f"{source}: ModelIO.constants names {strays}, which are not inputs of the graph "
+            f"({_graph_listing(ins, outs)})"
+        )
     fed = {io.input, *state_shapes, *io.constants}
     missing = [t for t in ins.values() if t.name not in fed]
     if missing:
@@ -404,7 +410,7 @@ def _own_spec(
             training=MappingProxyType(dict(meta.get("training", {}))),
             format_version=int(meta["format_version"]),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None
     problems = []
     if len(spec.feature_names) != spec.input_size:

@@ -271,3 +271,50 @@ def test_metadata_not_json(gru_model, tmp_path):
 def test_errors_share_one_base():
     assert issubclass(sg.ModelError, sg.StreamGRUError)
     assert issubclass(sg.SnapshotError, sg.StreamGRUError)
+
+
+def test_assigned_state_is_copied_not_aliased(stepped):
+    _, s, *_ = stepped
+    h = np.full((2, 8), 0.25, np.float32)
+    s.state = {"h0": h}
+    h[:] = np.nan  # the caller's array changes afterwards: the stream must not see it
+    np.testing.assert_array_equal(s.state["h0"], np.full((2, 8), 0.25, np.float32))
+    assert np.isfinite(s.step(np.ones(3))).all()
+
+
+def test_metadata_normalization_of_the_wrong_type(gru_model, tmp_path):
+    path = _edit_metadata(gru_model.onnx, tmp_path, lambda m: m.update(normalization=[1, 2]))
+    with pytest.raises(sg.ModelError, match="missing or has a bad field"):
+        sg.load(path)
+
+
+def test_model_io_naming_constants_the_graph_lacks(gru_model):
+    io = sg.ModelIO(
+        input="x",
+        output="y",
+        batch_axis=0,
+        time_axis=1,
+        states=(sg.StatePair("h0", "hn", batch_axis=1),),
+        constants={"sr": np.array(16000, np.int64)},
+    )
+    with pytest.raises(sg.ModelError, match=r"constants names \['sr'\], which are not inputs"):
+        sg.load(gru_model.onnx, io=io)
+
+
+def test_atomic_writes_keep_or_give_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from stream_gru.files import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        fresh = atomic_write_bytes(tmp_path / "new.bin", b"x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / "old.bin"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        atomic_write_bytes(kept, b"new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
+    finally:
+        os.umask(umask)

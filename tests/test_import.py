@@ -58,3 +58,20 @@ def test_training_without_torch_says_how_to_install():
     )
     assert result.returncode != 0
     assert "pip install 'stream-gru[train]'" in result.stderr
+
+
+def test_load_without_onnxruntime_says_how_to_install(gru_model):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['onnxruntime'] = None\n"
+            "import stream_gru as sg\n"
+            f"sg.load({str(gru_model.onnx)!r})",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "pip install 'stream-gru[cpu]'" in result.stderr

@@ -54,11 +54,11 @@ def test_bad_lines_are_reported_and_change_nothing(gru_model):
     out, err, stats = _serve(model, text)
     assert [line.split(",")[0] for line in out] == ["a", "a"]
     assert err[0] == "line 2: expected a key and 3 features, got 2 feature fields"
-    assert err[1] == "line 4: feature 2 ('ay') is not a number: 'x'"
-    assert err[2] == "line 5: feature 2 ('ay') is nan, expected a finite number"
+    assert err[1] == "line 4: feature 'ay' (column 3) is not a number: 'x'"
+    assert err[2] == "line 5: feature 'ay' (column 3) is nan, expected a finite number"
     assert err[3].startswith("line 6: the key")
     assert err[4] == "line 7: expected a key and 3 features, got 4 feature fields"
-    assert err[5] == "line 10: feature 1 ('ax') is inf, expected a finite number"
+    assert err[5] == "line 10: feature 'ax' (column 2) is inf, expected a finite number"
     assert stats.rejected == 6 and stats.streams == 1 and stats.lines == 10
     ref = model.stream()
     ref.step([1, 2, 3])
@@ -125,3 +125,18 @@ def test_read_arrivals_groups_what_is_available(tmp_path):
         assert next(arrivals) == ["c,3"]
         os.close(w)
         assert list(arrivals) == []
+
+
+def test_overflow_and_undecodable_bytes_are_bad_lines(gru_model, tmp_path):
+    model = sg.load(gru_model.onnx)
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"a,1,2,3\nb,1e39,0,0\nc,\xff\xfe,0,0\na,4,5,6\n")
+    out, err = io.StringIO(), io.StringIO()
+    with open(path, encoding="utf-8") as f:
+        stats = serve_lines(model, f, out, err)
+    assert err.getvalue().splitlines() == [
+        "line 2: feature 'ax' (column 2) is 1e39, which overflows float32",
+        "line 3: feature 'ax' (column 2) is not a number: '\ufffd\ufffd'",
+    ]
+    assert [line.split(",")[0] for line in out.getvalue().splitlines()] == ["a", "a"]
+    assert stats.rejected == 2 and stats.streams == 1
