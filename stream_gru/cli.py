@@ -15,24 +15,92 @@ pip install 'stream-gru[train]'. `info` and `run` need only the runtime.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["main"]
+from .config import GRUConfig, TrainOptions
+
+__all__ = [
+    "HelpFormatter",
+    "RawHelpFormatter",
+    "add_verify_options",
+    "fraction",
+    "main",
+    "need_train_extra",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "run_guarded",
+]
 
 TRAIN_EXTRA_HINT = (
     "this command needs the train extra (torch, onnx): pip install 'stream-gru[train]'"
 )
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
 
 
-def _need_train_extra() -> None:
+def need_train_extra(prog: str = "stream-gru") -> None:
+    """Exit with how to install the train extra where torch or onnx is missing."""
     try:
         import onnx  # noqa: F401
         import torch  # noqa: F401
     except ImportError as e:
-        raise SystemExit(f"stream-gru: {TRAIN_EXTRA_HINT} ({e})") from None
+        raise SystemExit(f"{prog}: {TRAIN_EXTRA_HINT} ({e})") from None
+
+
+def _fail(message: str, prog: str = "stream-gru") -> NoReturn:
+    raise SystemExit(f"{prog}: {message}")
+
+
+def run_guarded(command: Callable[[], int], *, prog: str = "stream-gru") -> int:
+    """Run ``command`` and return its exit status. A user error (a ``StreamGRUError``,
+    an ``OSError`` such as a missing or unreadable file, a ``ValueError``) exits with
+    the one line ``prog: message`` and status 1, Ctrl-C with 130: never a traceback."""
+    from .errors import StreamGRUError
+
+    try:
+        return int(command())
+    except (StreamGRUError, OSError, ValueError) as e:
+        _fail(str(e), prog)
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- argument types: argparse reports a bad value as a usage error (exit 2) ----------
+def _number(value: str, cast: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Any:
+    try:
+        n = cast(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+    if not ok(n):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return n
+
+
+def positive_int(value: str) -> int:
+    return int(_number(value, int, lambda n: n >= 1, "a positive integer"))
+
+
+def non_negative_int(value: str) -> int:
+    return int(_number(value, int, lambda n: n >= 0, "a non-negative integer"))
+
+
+def positive_float(value: str) -> float:
+    return float(_number(value, float, lambda x: math.isfinite(x) and x > 0, "a positive number"))
+
+
+def non_negative_float(value: str) -> float:
+    what = "a non-negative number"
+    return float(_number(value, float, lambda x: math.isfinite(x) and x >= 0, what))
+
+
+def fraction(value: str) -> float:
+    return float(_number(value, float, lambda x: 0 <= x < 1, "a number in [0, 1)"))
 
 
 def _split_names(value: str) -> list[str]:
@@ -42,22 +110,14 @@ def _split_names(value: str) -> list[str]:
     return names
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
-
-
 # -- commands ------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    _need_train_extra()
+    need_train_extra()
     from .data import load_dataset
-    from .training import GRUConfig, TrainOptions, train
+    from .training import train
 
+    if args.out.exists() and not args.out.is_dir():
+        raise SystemExit(f"stream-gru train: --out {args.out} is a file, expected a directory")
     kwargs: dict[str, Any] = {"task": args.task, "horizon": args.horizon}
     if args.data.suffix.lower() == ".csv":
         if not args.target:
@@ -90,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         patience=args.patience,
         seed=args.seed,
-        progress=not args.quiet,
+        progress=not args.quiet,  # --quiet drops the bar, never the line per epoch
     )
     print(
         f"training a {args.cell.upper()} ({data.task}) on {len(data.recordings)} recordings of "
@@ -107,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _need_train_extra()
+    need_train_extra()
     from .errors import ExportError
     from .export import export_onnx
 
@@ -126,7 +186,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _need_train_extra()
+    need_train_extra()
     from .export import verify
 
     report = verify(
@@ -138,6 +198,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    # A model and a checkpoint of other sizes or names fail the metadata check and
+    # verify skips the numeric checks: the report then holds that one failed check.
     print(report.format())
     if args.report:
         report.write_json(args.report)
@@ -165,11 +227,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipe import serve_lines
 
     model = load(args.model, provider=args.provider, threads=args.threads)
-    if args.input is not None:
-        with open(args.input, encoding="utf-8") as f:
-            stats = serve_lines(model, f, sys.stdout, sys.stderr)
-    else:
-        stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr)
+    try:
+        if args.input is not None:
+            with open(args.input, encoding="utf-8") as f:
+                stats = serve_lines(model, f, sys.stdout, sys.stderr)
+        else:
+            stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (`stream-gru run m.onnx < big | head -1`): stop quietly
+        # with 141, as a process killed by SIGPIPE (`yes | head -1`) does. Point stdout
+        # at /dev/null first so that the interpreter's final flush cannot fail again.
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     if args.summary:
         print(
             f"stream-gru run: {stats.lines} lines, {stats.outputs} outputs, "
@@ -179,8 +248,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    _need_train_extra()
+    need_train_extra()
     from .demo import run_demo
 
     return run_demo(
@@ -189,9 +270,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after an option's help, except where there is none to show
+    (a default of None, an off flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class RawHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """``HelpFormatter`` that prints the description as written (a module docstring)."""
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, metavar="DATA", help=".csv with a header, or .npz")
+    p.add_argument("--target", help="the target column (CSV); may also be a feature")
+    p.add_argument("--features", type=_split_names, help="feature columns, comma-separated")
+    p.add_argument("--sequence-column", help="column whose value splits the rows into recordings")
+    p.add_argument(
+        "--task",
+        choices=("regression", "classification"),
+        help="default: classification for a non-numeric target (NPZ: integer y), else regression",
+    )
+    p.add_argument(
+        "--horizon", type=non_negative_int, default=0, help="regression: predict N steps ahead"
+    )
+    p.add_argument("--cell", choices=("gru", "lstm"), default=GRUConfig.cell, help="the cell")
+    p.add_argument(
+        "--hidden", type=positive_int, default=GRUConfig.hidden_size, help="hidden units"
+    )
+    p.add_argument(
+        "--layers", type=positive_int, default=GRUConfig.num_layers, help="stacked layers"
+    )
+    p.add_argument(
+        "--dropout", type=fraction, default=GRUConfig.dropout, help="dropout between layers"
+    )
+    p.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs, help="max epochs")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=TrainOptions.batch_size,
+        help="recordings per batch",
+    )
+    p.add_argument(
+        "--window", type=positive_int, default=TrainOptions.window, help="truncated-BPTT window"
+    )
+    p.add_argument("--lr", type=positive_float, default=TrainOptions.lr, help="Adam learning rate")
+    p.add_argument(
+        "--patience",
+        type=positive_int,
+        default=TrainOptions.patience,
+        help="stop after this many epochs without a lower validation loss",
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=TrainOptions.seed,
+        help="split, weights, batch order",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (the line per epoch stays)"
+    )
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR", help="output")
+    p.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs, help="max epochs")
+    p.add_argument(
+        "--hidden", type=positive_int, default=GRUConfig.hidden_size, help="hidden units"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=TrainOptions.seed, help="seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_verify_options(p: argparse.ArgumentParser) -> None:
+    """``--steps --atol --rtol --seed --report --quiet`` of ``verify``."""
+    p.add_argument("--steps", type=positive_int, default=10_000, help="chained single steps")
+    p.add_argument("--atol", type=non_negative_float, default=1e-5, help="absolute tolerance")
+    p.add_argument("--rtol", type=non_negative_float, default=1e-5, help="relative tolerance")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the inputs")
+    p.add_argument("--report", type=Path, metavar="FILE.json", help="write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stream-gru", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="stream-gru", description=__doc__, formatter_class=RawHelpFormatter
     )
     from . import __version__
 
@@ -207,31 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
             "columns such as timestamps are ignored unless named); --sequence-column splits "
             "the file into recordings. NPZ: x (N, T, I) and y ((N,) or (N, T) labels, or "
             "(N, T[, O]) regression targets), optional lengths (N,). Writes "
-            "DIR/checkpoint.pt and DIR/loss_curve.png."
+            "DIR/checkpoint.pt and DIR/loss_curve.png, and prints one line of validation "
+            "metrics per epoch."
         ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("data", type=Path, metavar="DATA", help=".csv with a header, or .npz")
-    p.add_argument("--target", help="the target column (CSV); may also be a feature")
-    p.add_argument("--features", type=_split_names, help="feature columns, comma-separated")
-    p.add_argument("--sequence-column", help="column whose value splits the rows into recordings")
-    p.add_argument(
-        "--task",
-        choices=("regression", "classification"),
-        help="default: classification for a non-numeric target (NPZ: integer y), else regression",
-    )
-    p.add_argument("--horizon", type=int, default=0, help="regression: predict N steps ahead")
-    p.add_argument("--cell", choices=("gru", "lstm"), default="gru")
-    p.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64)")
-    p.add_argument("--layers", type=_positive_int, default=1, help="layers (default 1)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout between layers")
-    p.add_argument("--epochs", type=_positive_int, default=60, help="max epochs (default 60)")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--window", type=_positive_int, default=50, help="truncated-BPTT window")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
-    p.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _train_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -242,9 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
             "graph, metadata with the weights' fingerprint). The graph is checked before it "
             "is written; a model that fails is not written."
         ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT")
-    p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="checkpoint.pt")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx", help="the model")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -254,17 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the ONNX model under onnxruntime and the checkpoint under PyTorch on the "
             "same inputs (at the training data's scale): full sequences at several batch "
             "sizes, chained single steps, random chunkings. Exit 1 on any mismatch beyond "
-            "--atol/--rtol (numpy allclose semantics)."
+            "--atol/--rtol (numpy allclose semantics), or when the model's metadata does not "
+            "match the checkpoint (then the numeric checks are skipped)."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--steps", type=_positive_int, default=10_000, help="chained steps (10000)")
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report", type=Path, metavar="FILE.json", help="write the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt")
+    add_verify_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -275,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
             "output names, the state tensors and their per-stream shapes, the training "
             "facts recorded at export and the weights' fingerprint. Needs only the runtime."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="a model made by stream-gru")
     p.add_argument("--json", action="store_true", help="print the raw metadata JSON instead")
@@ -285,15 +432,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="a real-time pipe: 'key,f1,..' lines in, 'key,y1,..' lines out",
         description=(
             "Read lines 'key,f1,...,fI' from stdin (or --input), one stream per key, and "
-            "write 'key,y1,...,yO' per input line, flushed at once (%%.9g: float32 round-trips). "
+            "write 'key,y1,...,yO' per input line, flushed at once (%.9g: float32 round-trips). "
             "A bad line gets one message on stderr naming its line number, changes no "
-            "stream, and processing goes on. Blank lines are skipped."
+            "stream, and processing goes on. Blank lines are skipped. When the reader of "
+            "stdout goes away (| head -1), it stops quietly with exit status 141, like a "
+            "process ended by SIGPIPE."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
     p.add_argument("--input", type=Path, metavar="FILE", help="read lines from FILE, not stdin")
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--provider",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: CUDA where usable, else CPU",
+    )
+    p.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=1,
+        help="intra-op threads; 0: onnxruntime's choice",
+    )
     p.add_argument("--summary", action="store_true", help="print a summary on stderr at the end")
     p.set_defaults(func=cmd_run)
 
@@ -305,31 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
             "and gyroscope, 4 activities): train, export, verify, then stream each held-out "
             "recording sample by sample and show how its classification evolves."
         ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR")
-    p.add_argument("--epochs", type=_positive_int, default=60)
-    p.add_argument("--hidden", type=_positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _demo_arguments(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
-def _fail(message: str) -> NoReturn:
-    raise SystemExit(f"stream-gru: {message}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script ``stream-gru``."""
-    from .errors import StreamGRUError
-
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (StreamGRUError, FileNotFoundError, IsADirectoryError) as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        return 130
+    return run_guarded(lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

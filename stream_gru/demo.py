@@ -8,6 +8,7 @@ the way a device would, and show how each classification firms up over time.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .datasets import load_basic_motions
 from .export import export_onnx, verify
+from .files import atomic_write_bytes
 from .runtime import load
 from .training import GRUConfig, TrainOptions, evaluate, train
 
@@ -24,9 +26,15 @@ _CHECKPOINTS = (1, 5, 10, 25, 50, 100)
 
 
 def run_demo(
-    *, out_dir: Path, epochs: int = 60, hidden: int = 64, seed: int = 0, quiet: bool = False
+    *,
+    out_dir: Path,
+    epochs: int = TrainOptions.epochs,
+    hidden: int = GRUConfig.hidden_size,
+    seed: int = TrainOptions.seed,
+    quiet: bool = False,
 ) -> int:
-    """Run the demo; returns the exit code (1 if verify fails)."""
+    """Run the demo; returns the exit code (1 if verify fails). ``quiet`` drops the
+    progress bars; training still prints one line per epoch."""
     start = time.perf_counter()
     train_ds = load_basic_motions("train")
     test_ds = load_basic_motions("test")
@@ -127,14 +135,14 @@ def _plot(
     p: np.ndarray, y: np.ndarray, acc: np.ndarray, classes: tuple[str, ...], path: Path
 ) -> Path | None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     steps = np.arange(1, p.shape[1] + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4), layout="tight")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     axes[0].plot(steps, acc, color="black")
     axes[0].set(
         xlabel="samples seen (10 Hz)",
@@ -154,7 +162,6 @@ def _plot(
     )
     axes[1].legend(loc="center right")
     axes[1].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG

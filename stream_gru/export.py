@@ -69,7 +69,7 @@ class _Exportable(nn.Module):
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.net.config.cell == "gru":
             y, hn = self.net(x, states[0])
-            return y, hn  # type: ignore[return-value]
+            return y, hn
         y, (hn, cn) = self.net(x, (states[0], states[1]))
         return y, hn, cn
 
@@ -188,7 +188,7 @@ def _torch_export(net: GRUModel, io: ModelIO) -> onnx.ModelProto:
         torch.onnx.export(
             _Exportable(net),
             (x, *states),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works, as documented
             dynamo=False,
             input_names=[io.input, *(s.input for s in io.states)],
             output_names=[io.output, *(s.output for s in io.states)],

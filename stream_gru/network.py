@@ -14,11 +14,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from .config import GRUConfig
 from .files import atomic_write_bytes
 
 __all__ = [
@@ -33,41 +34,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
-Task = Literal["regression", "classification"]
-Cell = Literal["gru", "lstm"]
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class GRUConfig:
-    """Shape and kind of the network.
-
-    ``output_size`` is the number of classes for classification (the model emits one
-    score per class at every step) and the number of targets for regression.
-    ``dropout`` applies between stacked recurrent layers during training only.
-    """
-
-    input_size: int
-    hidden_size: int = 64
-    num_layers: int = 1
-    output_size: int = 1
-    task: Task = "classification"
-    cell: Cell = "gru"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("input_size", "hidden_size", "num_layers", "output_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GRUConfig.{name} must be a positive int, got {value!r}")
-        if self.task not in ("regression", "classification"):
-            raise ValueError(
-                f"GRUConfig.task must be 'regression' or 'classification', got {self.task!r}"
-            )
-        if self.cell not in ("gru", "lstm"):
-            raise ValueError(f"GRUConfig.cell must be 'gru' or 'lstm', got {self.cell!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GRUConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 @dataclass(frozen=True)
@@ -217,25 +184,47 @@ def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
     """Rebuild the network from a checkpoint, in eval mode.
 
     The returned module also carries ``feature_names``, ``output_names``, ``metrics``
-    and ``training`` (a dict of facts about the run) as plain attributes.
+    and ``training_info`` (a dict of facts about the run) as plain attributes.
+
+    Raises ``ValueError`` naming the file for one that is not a checkpoint, or whose
+    config, normalization or weights are invalid or do not fit each other; ``OSError``
+    (``FileNotFoundError``, ...) for one that cannot be read.
     """
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+    except OSError:  # missing, a directory, unreadable: the caller reports it as such
         raise
-    except Exception as e:
-        raise ValueError(f"{path} is not a stream-gru checkpoint: {e}") from e
+    except Exception as e:  # torch's own message is long and suggests weights_only=False
+        hint = " (an ONNX model? this needs the checkpoint.pt that train wrote)"
+        raise ValueError(
+            f"{path} is not a stream-gru checkpoint: torch.load cannot read it "
+            f"({type(e).__name__}){hint if path.suffix.lower() == '.onnx' else ''}"
+        ) from e
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a stream-gru checkpoint (no 'config'/'state_dict')")
-    cfg = GRUConfig(**ckpt["config"])
-    model = GRUModel(cfg, Normalization.from_dict(ckpt.get("normalization", {})))
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        cfg = GRUConfig(**ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the checkpoint's config is invalid: {e}") from e
+    try:
+        model = GRUModel(cfg, Normalization.from_dict(ckpt.get("normalization") or {}))
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the checkpoint's normalization is invalid: {e}") from e
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError) as e:
+        detail = " ".join(str(e).split())  # torch's message spans lines
+        raise ValueError(f"{path}: the weights do not fit the checkpoint's config: {detail}") from e
     model.eval()
-    model.feature_names = list(ckpt.get("feature_names") or default_names("x", cfg.input_size))
-    model.output_names = list(ckpt.get("output_names") or default_names("y", cfg.output_size))
-    model.metrics = dict(ckpt.get("metrics") or {})
-    model.training_info = dict(ckpt.get("training") or {})
+    info = {
+        "feature_names": list(ckpt.get("feature_names") or default_names("x", cfg.input_size)),
+        "output_names": list(ckpt.get("output_names") or default_names("y", cfg.output_size)),
+        "metrics": dict(ckpt.get("metrics") or {}),
+        "training_info": dict(ckpt.get("training") or {}),
+    }
+    for name, value in info.items():  # plain attributes, not parameters or buffers
+        setattr(model, name, value)
     return model
 
 

@@ -15,7 +15,9 @@ optimizer step per window. Validation runs each recording whole, as a stream.
 from __future__ import annotations
 
 import copy
+import io
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,12 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import TrainOptions
 from .data import (
     MIN_RECORDINGS_FOR_RECORDING_SPLIT,
     SensorDataset,
     compute_normalization,
     split_dataset,
 )
+from .files import atomic_write_bytes
 from .network import GRUConfig, GRUModel, Normalization, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -43,57 +47,6 @@ __all__ = [
     "load_checkpoint",
     "train",
 ]
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to train.
-
-    epochs: the most passes over the training recordings.
-    batch_size: recordings per batch.
-    window: steps per truncated-BPTT window (one optimizer step each).
-    lr, weight_decay: Adam's.
-    clip_norm: the largest gradient norm (clipped above it).
-    patience: stop after this many epochs without a lower validation loss.
-    validation_fraction, seed: for ``split_dataset``; the seed also fixes the
-        initial weights, the batch order and dropout.
-    progress: show a progress bar and one line of metrics per epoch.
-    """
-
-    epochs: int = 60
-    batch_size: int = 16
-    window: int = 25
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    patience: int = 10
-    validation_fraction: float = 0.2
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "window", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainOptions.{name} must be an int >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"TrainOptions.seed must be an int >= 0, got {self.seed!r}")
-        for name, low_open in (("lr", True), ("clip_norm", True), ("weight_decay", False)):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and np.isfinite(value) and (value > 0 if low_open else value >= 0)
-            if not ok:
-                bound = "> 0" if low_open else ">= 0"
-                raise ValueError(
-                    f"TrainOptions.{name} must be a finite number {bound}, got {value!r}"
-                )
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(
-                "TrainOptions.validation_fraction must be in (0, 1), "
-                f"got {self.validation_fraction!r}"
-            )
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"TrainOptions.progress must be a bool, got {self.progress!r}")
 
 
 @dataclass(frozen=True)
@@ -130,8 +83,10 @@ def train(
     Without ``config`` the network is a one-layer GRU of 64 units sized by the data.
     Without ``validation`` the data is split with ``split_dataset``. The input (and,
     for regression, target) normalization comes from the training split only.
+    Classification needs at least two classes among the labels of ``data``.
     """
     options = options or TrainOptions()
+    _check_classes(data)
     if config is None:
         config = GRUConfig(
             input_size=data.input_size,
@@ -201,6 +156,18 @@ def train(
     return TrainResult(checkpoint, model, tuple(history), best_epoch, metrics, plot)
 
 
+def _check_classes(data: SensorDataset) -> None:
+    """A classifier of one class learns nothing (its loss is 0 from the start)."""
+    if data.task != "classification":
+        return
+    present = sorted({int(c) for r in data.recordings for c in np.unique(r.y[r.mask])})
+    if len(present) < 2:
+        names = [data.output_names[c] if 0 <= c < data.output_size else c for c in present]
+        raise ValueError(
+            f"classification needs at least 2 classes; the data has {len(present)}: {names}"
+        )
+
+
 def _check_fits(config: GRUConfig, data: SensorDataset, what: str) -> None:
     mismatches = [
         f"{name} {getattr(config, name)!r} vs {actual!r}"
@@ -265,8 +232,8 @@ def _fit(
         if val["loss"] < best_loss:
             best_loss, best_epoch = val["loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
-        if options.progress:
-            tqdm.write(_epoch_line(row, best=epoch == best_epoch))
+        if options.epoch_lines:
+            tqdm.write(_epoch_line(row, best=epoch == best_epoch), file=sys.stdout)
         if epoch - best_epoch >= options.patience:
             break
     bar.close()
@@ -401,5 +368,6 @@ def _plot_history(history: list[dict[str, float]], best_epoch: int, path: Path) 
     ax_metric.axvline(best_epoch, color="grey", linestyle="--")
     ax_metric.set(xlabel="epoch", title="validation " + metric[4:])
     ax_metric.legend()
-    fig.savefig(path, dpi=100)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import os
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from stream_gru.training import (  # noqa: E402
     train,
 )
 
-FAST = TrainOptions(epochs=15, batch_size=8, window=10, lr=1e-2, patience=15, progress=False)
+FAST = TrainOptions(
+    epochs=15, batch_size=8, window=10, lr=1e-2, patience=15, progress=False, epoch_lines=False
+)
 
 
 def info(net: GRUModel, name: str) -> Any:
@@ -192,3 +196,92 @@ def test_mismatched_config_and_bad_options(tmp_path: Path) -> None:
     for field, value in [("epochs", 0), ("window", -1), ("lr", 0.0), ("patience", 1.5)]:
         with pytest.raises(ValueError, match=field):
             TrainOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_epoch_lines_without_the_progress_bar(tmp_path: Path, capsys: Any) -> None:
+    data = sign_data(n=6, steps=8)
+    result = train(data, None, replace(FAST, epochs=3, epoch_lines=True), out_dir=tmp_path / "a")
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == len(result.history) == 3
+    assert all(line.startswith(f"epoch {i + 1:3d}") for i, line in enumerate(lines))
+    assert "val_loss" in lines[0] and err == ""
+    train(data, None, replace(FAST, epochs=3), out_dir=tmp_path / "b")  # FAST: silent
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ValueError, match="epoch_lines"):
+        TrainOptions(epoch_lines=1)  # type: ignore[arg-type]
+
+
+def test_classification_needs_two_classes(tmp_path: Path) -> None:
+    one = replace(
+        sign_data(n=6, steps=8), recordings=tuple(
+            replace(r, y=np.zeros_like(r.y)) for r in sign_data(n=6, steps=8).recordings
+        ), output_names=("x",)
+    )  # fmt: skip
+    message = "classification needs at least 2 classes; the data has 1: ['x']"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(one, None, FAST, out_dir=tmp_path)
+    # two declared classes of which only one occurs teach nothing either
+    with pytest.raises(ValueError, match=re.escape("the data has 1: ['neg']")):
+        train(replace(one, output_names=("neg", "pos")), None, FAST, out_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_loss_curve_is_replaced_atomically(tmp_path: Path) -> None:
+    """The PNG is written beside and renamed over: a hard link to the old file keeps the
+    old bytes (writing in place would change them, and a reader could see half a PNG)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    old = tmp_path / "old.png"
+    old.write_bytes(b"old")
+    os.link(old, out / "loss_curve.png")
+    result = train(sign_data(n=6, steps=8), None, replace(FAST, epochs=1), out_dir=out)
+    assert result.plot == out / "loss_curve.png"
+    assert result.plot.read_bytes().startswith(b"\x89PNG")
+    assert old.read_bytes() == b"old"
+
+
+def test_demo_plot_is_replaced_atomically(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from stream_gru.demo import _plot
+
+    old = tmp_path / "old.png"
+    old.write_bytes(b"old")
+    path = tmp_path / "streaming.png"
+    os.link(old, path)
+    p = np.full((2, 5, 2), 0.5)
+    assert _plot(p, np.array([0, 1]), np.linspace(0, 1, 5), ("a", "b"), path) == path
+    assert path.read_bytes().startswith(b"\x89PNG") and old.read_bytes() == b"old"
+
+
+def _bad_checkpoint(path: Path, **changes: Any) -> Path:
+    net = GRUModel(GRUConfig(input_size=2, hidden_size=8, output_size=2))
+    payload = {
+        "config": asdict(net.config),
+        "state_dict": net.state_dict(),
+        "normalization": net.normalization.to_dict(),
+        **changes,
+    }
+    torch.save(payload, path)
+    return path
+
+
+def test_load_checkpoint_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    other = GRUModel(GRUConfig(input_size=2, hidden_size=4, output_size=2)).state_dict()
+    cases = [
+        ({"config": {"input_size": 2, "hidden_units": 8}}, "config is invalid.*hidden_units"),
+        ({"config": {"input_size": 0}}, "config is invalid.*input_size"),
+        ({"state_dict": other}, "weights do not fit.*size mismatch"),
+        ({"normalization": {"feature_mean": [1.0]}}, "normalization is invalid"),
+    ]
+    for i, (changes, pattern) in enumerate(cases):
+        path = _bad_checkpoint(tmp_path / f"bad{i}.pt", **changes)
+        with pytest.raises(ValueError, match=pattern) as exc:
+            load_checkpoint(path)
+        assert str(exc.value).startswith(str(path)) and "\n" not in str(exc.value)
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04onnx")
+    with pytest.raises(ValueError, match="is not a stream-gru checkpoint") as exc:
+        load_checkpoint(tmp_path / "m.onnx")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
