@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -29,8 +30,9 @@ from .errors import ExportError
 from .files import atomic_write_bytes
 from .network import GRUModel, load_checkpoint, model_facts
 from .onnx_file import fingerprint_model_bytes
-from .runtime import load_bytes
+from .runtime import StreamingModel, load_bytes
 from .spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
+from .step_graph import STEP_METADATA_KEY, build_step_graph, encode_step_graph
 from .verification import CheckResult, VerifyReport, verify
 
 __all__ = [
@@ -199,6 +201,31 @@ def _torch_export(net: GRUModel, io: ModelIO) -> onnx.ModelProto:
     return onnx.load_from_string(buf.getvalue())
 
 
+def _check_graphs_agree(model: StreamingModel, *, streams: int = 8, steps: int = 200) -> None:
+    """The one-step graph (pools) must match the sequence graph (streams) within 1e-5
+    over a chain of steps, or the export is refused."""
+    rng = np.random.default_rng(0)
+    norm = model.spec.normalization
+    mean = np.asarray(norm["feature_mean"], np.float32)
+    std = np.asarray(norm["feature_std"], np.float32)
+    pool = model.pool(graph="step")
+    keys = list(range(streams))
+    refs = [model.stream() for _ in keys]
+    for k in keys:
+        pool.open(k)
+    worst = 0.0
+    for _ in range(steps):
+        x = (mean + std * rng.standard_normal((streams, model.spec.input_size))).astype(np.float32)
+        y = pool.step_batch(keys, x)
+        y_ref = np.stack([r.step(xi) for r, xi in zip(refs, x, strict=True)])
+        worst = max(worst, float(np.abs(y - y_ref).max()))
+    if not worst <= 1e-5:
+        raise ExportError(
+            f"the one-step graph differs from the sequence graph by {worst:.3g} over "
+            f"{steps} chained steps (limit 1e-5)"
+        )
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """What ``export_onnx`` wrote."""
@@ -231,14 +258,20 @@ def export_onnx(
     fingerprint = fingerprint_model_bytes(proto.SerializeToString(), source="exported graph")
     meta = _metadata(net, io, fingerprint)
     del proto.metadata_props[:]
+    step = build_step_graph(net)
+    if step is not None:  # the pools' one-step graph travels in the same file
+        value, meta["step_graph"] = encode_step_graph(step)
+        proto.metadata_props.add(key=STEP_METADATA_KEY, value=value)
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     data = proto.SerializeToString()
     if fingerprint_model_bytes(data) != fingerprint:
         raise ExportError("the fingerprint changed when the metadata was added")
     try:
-        load_bytes(data, source="the exported graph")  # the runtime must accept what we write
+        model = load_bytes(data, source="the exported graph")  # the runtime must accept it
     except Exception as e:
         raise ExportError(f"the runtime refuses the exported model: {e}") from e
+    if step is not None:
+        _check_graphs_agree(model)
     out = Path(out)
     atomic_write_bytes(out, data)
     return ExportResult(

@@ -110,7 +110,12 @@ class StreamPool:
     """
 
     def __init__(
-        self, model: StreamingModel, *, clock: Clock = time.monotonic, capacity: int = 64
+        self,
+        model: StreamingModel,
+        *,
+        clock: Clock = time.monotonic,
+        capacity: int = 64,
+        graph: str = "auto",
     ) -> None:
         spec = model.spec
         if model._batch_axis is None or any(s.batch_axis is None for s in spec.states):
@@ -119,6 +124,7 @@ class StreamPool:
                 "or a state has none (ModelIO batch_axis=None): use one Stream per key"
             )
         self.model = model
+        self._graph = model._batched_graph(graph)
         self._clock = clock
         self._lock = threading.RLock()
         capacity = max(1, int(capacity))
@@ -137,7 +143,12 @@ class StreamPool:
         self._latencies = np.zeros(_LATENCY_WINDOW, np.float64)
 
     def __repr__(self) -> str:
-        return f"StreamPool({len(self)} open streams, model={self.model!r})"
+        return f"StreamPool({len(self)} open streams, graph={self.graph!r}, model={self.model!r})"
+
+    @property
+    def graph(self) -> str:
+        """Which graph serves this pool's ticks: "step" or "sequence" (see ``model.pool``)."""
+        return self._graph.name
 
     # -- membership --------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
@@ -295,25 +306,19 @@ class StreamPool:
         return keys, xs, rejected
 
     def _tick(self, keys: list[Any], samples: np.ndarray) -> np.ndarray:
-        m = self.model
         with self._lock:
             start = time.perf_counter()
             slots = np.fromiter((self._slot_of(k) for k in keys), np.int64, len(keys))
-            states = {
-                s.input: np.ascontiguousarray(
-                    np.moveaxis(self._states[s.input][slots], 0, s.batch_axis)  # type: ignore[arg-type]
-                )
-                for s in m.spec.states
-            }
-            y, new = m._run(m._batch_input(samples), states)
-            for s in m.spec.states:
-                self._states[s.input][slots] = np.moveaxis(new[s.input], s.batch_axis, 0)  # type: ignore[arg-type]
+            states = {name: arr[slots] for name, arr in self._states.items()}
+            y, new = self._graph.run(samples, states)
+            for name, arr in self._states.items():
+                arr[slots] = new[name]
             self._last_seen[slots] = self._clock()
             self._steps[slots] += 1
             self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
             self._ticks += 1
             self._stream_steps += len(keys)
-        return m._batch_output(y)
+        return y
 
     # -- one stream in or out ----------------------------------------------------
     def snapshot(self, key: Any) -> bytes:
@@ -391,7 +396,12 @@ class StreamPool:
 
     @classmethod
     def load(
-        cls, model: StreamingModel, path: str | os.PathLike[str], *, clock: Clock = time.monotonic
+        cls,
+        model: StreamingModel,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = time.monotonic,
+        graph: str = "auto",
     ) -> StreamPool:
         """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
         truncated or foreign file (another model's, even of the same shapes) raises
@@ -414,7 +424,7 @@ class StreamPool:
             raise SnapshotError(
                 f"pool file does not fit this model: arrays {got}, expected {expected}"
             )
-        pool = cls(model, clock=clock, capacity=max(n, 64))
+        pool = cls(model, clock=clock, capacity=max(n, 64), graph=graph)
         now = clock()
         idle, steps = arrays["idle"], arrays["steps"]
         for i, key in enumerate(keys):

@@ -6,6 +6,8 @@ carries it from call to call. Nothing here imports torch or onnx.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import os
 import threading
@@ -17,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import snapshot as _snapshot
+from .batched import BatchedGraph, SequenceGraph, StepGraph
 from .binding import StepBinding
 from .checks import as_array, as_samples
 from .errors import ModelError, SnapshotError
 from .onnx_file import fingerprint_model_bytes
 from .session import SessionOptions, create_session
-from .spec import ModelIO, ModelSpec, read_spec
+from .spec import STEP_METADATA_KEY, ModelIO, ModelSpec, read_spec
 
 if TYPE_CHECKING:
     from .pool import StreamPool
@@ -135,6 +138,8 @@ class StreamingModel:
             raise ModelError(f"{path}: the model fails on one zero sample: {e}") from None
         self._step_x_shape = zero.shape
         self._step_y = (y.shape, y.dtype)
+        self._step_cache: tuple[StepGraph | None] | None = None
+        self._step_lock = threading.Lock()
 
     def __repr__(self) -> str:
         s = self.spec
@@ -161,19 +166,87 @@ class StreamingModel:
         stream._steps = steps
         return stream
 
-    def pool(self, *, clock: Callable[[], float] = time.monotonic) -> StreamPool:
-        """A ``StreamPool``: many streams of this model, one batched call per tick."""
+    def pool(
+        self, *, clock: Callable[[], float] = time.monotonic, graph: str = "auto"
+    ) -> StreamPool:
+        """A ``StreamPool``: many streams of this model, one batched call per tick.
+
+        ``graph``: "step" runs the one-step graph the file carries (faster at large
+        batch), "sequence" the file's main graph (the one streams run, so a pool's
+        results equal its streams' bit for bit), "auto" the first where there is one.
+        """
         from .pool import StreamPool
 
-        return StreamPool(self, clock=clock)
+        return StreamPool(self, clock=clock, graph=graph)
 
     def load_pool(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.monotonic
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        graph: str = "auto",
     ) -> StreamPool:
         """A pool saved by ``StreamPool.save``; its streams continue bit-exact."""
         from .pool import StreamPool
 
-        return StreamPool.load(self, path, clock=clock)
+        return StreamPool.load(self, path, clock=clock, graph=graph)
+
+    def _batched_graph(self, graph: str) -> BatchedGraph:
+        if graph not in ("auto", "step", "sequence"):
+            raise ValueError(f"graph must be 'auto', 'step' or 'sequence', got {graph!r}")
+        if graph != "sequence":
+            step = self._step_graph()
+            if step is not None:
+                return step
+            if graph == "step":
+                raise ValueError(
+                    f"{self.path} carries no one-step graph (only this project's GRU "
+                    f"models do); use graph='sequence'"
+                )
+        return SequenceGraph(self)
+
+    def _step_graph(self) -> StepGraph | None:
+        """The one-step graph from the metadata, loaded once; None where there is none."""
+        with self._step_lock:
+            if self._step_cache is None:
+                self._step_cache = (self._load_step_graph(),)
+            return self._step_cache[0]
+
+    def _load_step_graph(self) -> StepGraph | None:
+        info = self.spec.step_graph
+        raw = self.session.get_modelmeta().custom_metadata_map.get(STEP_METADATA_KEY)
+        if info is None or raw is None:
+            return None
+        source = f"{self.path} (one-step graph)"
+        try:
+            data = base64.b64decode(raw.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise ModelError(f"{source} is not valid base64") from None
+        if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+            raise ModelError(f"{source} does not match its sha256 in the metadata")
+        session, _ = create_session(data, self.options, source=source)
+        try:
+            io = ModelIO.from_json(info["io"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{source}: its description is malformed: {e!r}") from None
+        names = {i.name for i in session.get_inputs()} | {o.name for o in session.get_outputs()}
+        wanted = {
+            io.input,
+            io.output,
+            *(p.input for p in io.states),
+            *(p.output for p in io.states),
+        }
+        if not wanted <= names or len(io.states) != len(self.spec.states):
+            raise ModelError(f"{source} does not have the inputs and outputs it describes")
+        return StepGraph(
+            session,
+            input_name=io.input,
+            output_name=io.output,
+            states=[
+                (main.input, step.input, step.output)
+                for main, step in zip(self.spec.states, io.states, strict=True)
+            ],
+        )
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """The initial state of a stream, without the batch axis."""

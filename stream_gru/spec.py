@@ -23,6 +23,7 @@ from .errors import ModelError
 __all__ = [
     "METADATA_KEY",
     "METADATA_VERSION",
+    "STEP_METADATA_KEY",
     "ModelIO",
     "ModelSpec",
     "StatePair",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 METADATA_KEY = "stream_gru"
+STEP_METADATA_KEY = "stream_gru.step"  # the one-step graph, base64 (see step_graph.py)
 METADATA_VERSION = 1
 
 Dim = int | str | None
@@ -158,6 +160,7 @@ class ModelSpec:
     horizon: int = 0
     training: Mapping[str, Any] = field(default_factory=dict)
     format_version: int | None = None
+    step_graph: Mapping[str, Any] | None = None
 
     @property
     def states(self) -> tuple[StatePair, ...]:
@@ -409,6 +412,7 @@ def _own_spec(
             horizon=int(meta.get("horizon", 0)),
             training=MappingProxyType(dict(meta.get("training", {}))),
             format_version=int(meta["format_version"]),
+            step_graph=meta.get("step_graph"),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None

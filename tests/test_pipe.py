@@ -14,7 +14,7 @@ from stream_gru.pipe import serve_lines
 
 def _serve(model, text):
     out, err = io.StringIO(), io.StringIO()
-    stats = serve_lines(model, io.StringIO(text), out, err)
+    stats = serve_lines(model, io.StringIO(text), out, err, pool=model.pool(graph="sequence"))
     return out.getvalue().splitlines(), err.getvalue().splitlines(), stats
 
 
@@ -102,7 +102,7 @@ def test_lines_arriving_together_are_batched_in_input_order(gru_model, rng, tmp_
     )
     out, err = io.StringIO(), io.StringIO()
     with open(path, encoding="utf-8") as f:  # a real file: read by arrival with os.read
-        stats = serve_lines(model, f, out, err)
+        stats = serve_lines(model, f, out, err, pool=model.pool(graph="sequence"))
     assert stats.ticks == 3 and stats.outputs == 7 and stats.streams == 4
     lines = out.getvalue().splitlines()
     assert [line.split(",")[0] for line in lines] == keys
@@ -133,7 +133,7 @@ def test_overflow_and_undecodable_bytes_are_bad_lines(gru_model, tmp_path):
     path.write_bytes(b"a,1,2,3\nb,1e39,0,0\nc,\xff\xfe,0,0\na,4,5,6\n")
     out, err = io.StringIO(), io.StringIO()
     with open(path, encoding="utf-8") as f:
-        stats = serve_lines(model, f, out, err)
+        stats = serve_lines(model, f, out, err, pool=model.pool(graph="sequence"))
     assert err.getvalue().splitlines() == [
         "line 2: feature 'ax' (column 2) is 1e39, which overflows float32",
         "line 3: feature 'ax' (column 2) is not a number: '\ufffd\ufffd'",

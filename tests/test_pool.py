@@ -29,16 +29,48 @@ def model(gru_model):
     return sg.load(gru_model.onnx)
 
 
+@pytest.fixture(params=["sequence", "step"])
+def graph(request):
+    """Pools run either graph; each is checked against references of its own graph."""
+    return request.param
+
+
+class OneStreamPool:
+    """A reference for the one-step graph: that graph, one stream, nothing else in the
+    tick (the tests prove a stream's result does not depend on its tick)."""
+
+    def __init__(self, model):
+        self.pool = model.pool(graph="step")
+        self.pool.open(0)
+
+    def step(self, x):
+        return self.pool.step_batch([0], np.asarray(x)[None])[0]
+
+    @property
+    def state(self):
+        return self.pool.state(0)
+
+    @property
+    def steps(self):
+        return self.pool.steps(0)
+
+
+def _ref(model, graph):
+    """A stream's reference: its own Stream (same graph as a "sequence" pool), or a
+    one-stream pool of the one-step graph."""
+    return model.stream() if graph == "sequence" else OneStreamPool(model)
+
+
 def _x(rng, n):
     return (rng.standard_normal((n, 3)) * 2).astype(np.float32)
 
 
-def test_a_tick_equals_each_streams_own_stream(model, rng):
-    pool = model.pool()
+def test_a_tick_equals_each_streams_own_stream(model, graph, rng):
+    pool = model.pool(graph=graph)
     refs = {}
     for k in ["a", 7, b"raw", ("site", 3), ("nested", ("t", b"x"))]:
         pool.open(k)
-        refs[k] = model.stream()
+        refs[k] = _ref(model, graph)
     for _ in range(30):
         keys = [k for k in refs if rng.random() < 0.6]
         xs = _x(rng, len(keys))
@@ -52,14 +84,14 @@ def test_a_tick_equals_each_streams_own_stream(model, rng):
 
 
 @pytest.mark.parametrize("others", [0, 6, 1023, 9999])
-def test_a_streams_output_does_not_depend_on_its_tick(model, rng, others):
-    pool = model.pool()
+def test_a_streams_output_does_not_depend_on_its_tick(model, graph, rng, others):
+    pool = model.pool(graph=graph)
     keys = list(range(others + 1))
     for k in keys:
         pool.open(k)
     x = _x(rng, 5)
-    ref = model.stream()
-    expected = ref.feed(x)
+    ref = _ref(model, graph)
+    expected = [ref.step(xt) for xt in x]
     for t in range(5):
         xs = _x(rng, len(keys))
         xs[others] = x[t]  # the stream under test, last in the tick
@@ -113,11 +145,11 @@ def test_bad_samples_name_every_key_and_change_nothing(model):
     assert pool.stats().rejected_samples == 4
 
 
-def test_step_valid_steps_the_good_and_returns_the_rest(model):
-    pool = model.pool()
+def test_step_valid_steps_the_good_and_returns_the_rest(model, graph):
+    pool = model.pool(graph=graph)
     for k in "ab":
         pool.open(k)
-    ref = model.stream()
+    ref = _ref(model, graph)
     result = pool.step_valid({"a": np.ones(3), "b": [0, np.nan, 0], "ghost": np.ones(3)})
     assert list(result.outputs) == ["a"]
     np.testing.assert_array_equal(result.outputs["a"], ref.step(np.ones(3)))
@@ -141,8 +173,8 @@ def test_keys_and_membership(model):
         pool.close("x")
 
 
-def test_slots_are_reused_and_the_pool_grows(model, rng):
-    pool = model.pool()
+def test_slots_are_reused_and_the_pool_grows(model, graph, rng):
+    pool = model.pool(graph=graph)
     for i in range(200):  # past the initial capacity of 64
         pool.open(i)
     for i in range(0, 200, 2):
@@ -151,7 +183,7 @@ def test_slots_are_reused_and_the_pool_grows(model, rng):
     for i in range(1000, 1100):
         pool.open(i)
     assert pool.stats().capacity == capacity  # closed slots reused
-    ref = model.stream()
+    ref = _ref(model, graph)
     x = _x(rng, 4)
     for t in range(4):
         np.testing.assert_array_equal(pool.step({1050: x[t]})[1050], ref.step(x[t]))
@@ -176,10 +208,10 @@ def test_expire_closes_idle_streams_and_returns_their_snapshots(model):
         pool.expire(idle_seconds=-1)
 
 
-def test_snapshot_moves_a_stream_between_pools(model, rng):
-    a, b = model.pool(), model.pool()
+def test_snapshot_moves_a_stream_between_pools(model, graph, rng):
+    a, b = model.pool(graph=graph), model.pool(graph=graph)
     a.open("s")
-    ref = model.stream()
+    ref = _ref(model, graph)
     x = _x(rng, 10)
     for t in range(5):
         a.step({"s": x[t]})
@@ -194,14 +226,14 @@ def test_snapshot_moves_a_stream_between_pools(model, rng):
     np.testing.assert_array_equal(model.restore(b.snapshot("s2")).state["h0"], ref.state["h0"])
 
 
-def test_save_and_load_continue_bit_exact(model, rng, tmp_path):
+def test_save_and_load_continue_bit_exact(model, graph, rng, tmp_path):
     clock = FakeClock()
-    pool = model.pool(clock=clock)
+    pool = model.pool(clock=clock, graph=graph)
     keys = ["a", 2**80, b"\x00\xff", ("t", 1, (b"z", "q"))]
     refs = {}
     for k in keys:
         pool.open(k)
-        refs[k] = model.stream()
+        refs[k] = _ref(model, graph)
     for _ in range(5):
         xs = _x(rng, len(keys))
         pool.step_batch(keys, xs)
@@ -212,7 +244,7 @@ def test_save_and_load_continue_bit_exact(model, rng, tmp_path):
     pool.save(path)
     clock2 = FakeClock()
     clock2.now = 5.0  # another process: another monotonic origin
-    loaded = model.load_pool(path, clock=clock2)
+    loaded = model.load_pool(path, clock=clock2, graph=graph)
     assert loaded.keys() == keys
     for k in keys:
         assert loaded.idle_seconds(k) == pytest.approx(42)
@@ -322,7 +354,7 @@ class PoolAgainstStreams(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.clock = FakeClock()
-        self.pool = PoolAgainstStreams.model.pool(clock=self.clock)
+        self.pool = PoolAgainstStreams.model.pool(clock=self.clock, graph=PoolAgainstStreams.graph)
         self.refs: dict = {}
 
     @rule(key=KEYS)
@@ -332,7 +364,7 @@ class PoolAgainstStreams(RuleBasedStateMachine):
                 self.pool.open(key)
         else:
             self.pool.open(key)
-            self.refs[key] = PoolAgainstStreams.model.stream()
+            self.refs[key] = _ref(PoolAgainstStreams.model, PoolAgainstStreams.graph)
 
     @rule(key=KEYS)
     def close(self, key):
@@ -378,7 +410,9 @@ class PoolAgainstStreams(RuleBasedStateMachine):
     @rule()
     def restart(self):
         self.pool.save(PoolAgainstStreams.path)
-        self.pool = PoolAgainstStreams.model.load_pool(PoolAgainstStreams.path, clock=self.clock)
+        self.pool = PoolAgainstStreams.model.load_pool(
+            PoolAgainstStreams.path, clock=self.clock, graph=PoolAgainstStreams.graph
+        )
 
     @invariant()
     def same_keys(self):
@@ -386,8 +420,9 @@ class PoolAgainstStreams(RuleBasedStateMachine):
             assert set(self.pool.keys()) == set(self.refs)
 
 
-def test_random_schedules_against_per_stream_references(model, tmp_path):
+def test_random_schedules_against_per_stream_references(model, graph, tmp_path):
     PoolAgainstStreams.model = model
+    PoolAgainstStreams.graph = graph
     PoolAgainstStreams.path = tmp_path / "pool.sgpool"
     runner = PoolAgainstStreams.TestCase
     runner.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)

@@ -1,0 +1,154 @@
+"""The one-step graph: a GRU cell written out in plain ONNX ops (``train`` extra).
+
+For a pool, every tick is one time step of many streams. The ONNX GRU op is built for
+sequences; for one step at large batch a graph of plain Gemm/Sigmoid/Tanh nodes is
+1.3-1.6x faster on the CPU (DESIGN.md, trap 7), while at batch 1 the GRU op wins (fewer
+nodes). So export writes both: the sequence graph is the model file's graph (the ONNX
+contract), and the one-step graph travels inside the same file, serialized in the
+metadata key ``stream_gru.step``. Streams use the first, pools the second; a stream's
+result never depends on what else is in its tick, because the graph is chosen per
+pool, not per call.
+
+The one-step graph is batch-major: ``x`` [batch, input_size], ``h0`` [batch,
+num_layers, hidden_size] -> ``y`` [batch, output_size], ``hn`` [batch, num_layers,
+hidden_size], so a pool feeds its slot-major state arrays without transposing them.
+It computes PyTorch's GRU (``linear_before_reset=1``):
+
+    r, z = sigmoid(W_ir x + b_ir + W_hr h + b_hr), sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = n + z * (h - n)              # = (1 - z) * n + z * h
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .network import GRUModel
+from .spec import STEP_METADATA_KEY
+
+__all__ = ["STEP_METADATA_KEY", "build_step_graph", "encode_step_graph"]
+
+_OPSET = 14
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: Any) -> str:
+        array = np.asarray(value)
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], outputs: list[str], **attrs: Any) -> list[str]:
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, **attrs))
+        return outputs
+
+
+def build_step_graph(net: GRUModel) -> onnx.ModelProto | None:
+    """The one-step graph of a GRU network (``None`` for an LSTM: not written yet)."""
+    cfg = net.config
+    if cfg.cell != "gru":
+        return None
+    h_size, layers = cfg.hidden_size, cfg.num_layers
+    w = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    b = _Builder()
+    (xc,) = b.op("Sub", ["x", b.const("feature_mean", w["feature_mean"])], ["x_centered"])
+    (xin,) = b.op("Div", [xc, b.const("feature_std", w["feature_std"])], ["x_normalized"])
+    split_gates = b.const("split_rz_n", np.array([2 * h_size, h_size], np.int64))
+    split_rz = b.const("split_r_z", np.array([h_size, h_size], np.int64))
+    axis1 = b.const("axis_1", np.array([1], np.int64))
+    layer_states = []
+    for k in range(layers):
+        (h,) = b.op(
+            "Gather", ["h0", b.const(f"layer_{k}", np.array(k, np.int64))], [f"h_{k}"], axis=1
+        )
+        (gi,) = b.op(
+            "Gemm",
+            [
+                xin,
+                b.const(f"w_ih_{k}", w[f"rnn.weight_ih_l{k}"]),
+                b.const(f"b_ih_{k}", w[f"rnn.bias_ih_l{k}"]),
+            ],
+            [f"gi_{k}"],
+            transB=1,
+        )
+        (gh,) = b.op(
+            "Gemm",
+            [
+                h,
+                b.const(f"w_hh_{k}", w[f"rnn.weight_hh_l{k}"]),
+                b.const(f"b_hh_{k}", w[f"rnn.bias_hh_l{k}"]),
+            ],
+            [f"gh_{k}"],
+            transB=1,
+        )
+        gi_rz, gi_n = b.op("Split", [gi, split_gates], [f"gi_rz_{k}", f"gi_n_{k}"], axis=1)
+        gh_rz, gh_n = b.op("Split", [gh, split_gates], [f"gh_rz_{k}", f"gh_n_{k}"], axis=1)
+        (pre_rz,) = b.op("Add", [gi_rz, gh_rz], [f"pre_rz_{k}"])
+        (rz,) = b.op("Sigmoid", [pre_rz], [f"rz_{k}"])
+        r, z = b.op("Split", [rz, split_rz], [f"r_{k}", f"z_{k}"], axis=1)
+        (r_gh,) = b.op("Mul", [r, gh_n], [f"r_gh_{k}"])
+        (pre_n,) = b.op("Add", [gi_n, r_gh], [f"pre_n_{k}"])
+        (n,) = b.op("Tanh", [pre_n], [f"n_{k}"])
+        (h_minus_n,) = b.op("Sub", [h, n], [f"h_minus_n_{k}"])
+        (z_d,) = b.op("Mul", [z, h_minus_n], [f"z_d_{k}"])
+        (xin,) = b.op("Add", [n, z_d], [f"hn_{k}"])
+        layer_states.append(b.op("Unsqueeze", [xin, axis1], [f"hn_{k}_3d"])[0])
+    b.op("Concat", layer_states, ["hn"], axis=1)
+    (head,) = b.op(
+        "Gemm",
+        [xin, b.const("w_head", w["head.weight"]), b.const("b_head", w["head.bias"])],
+        ["head"],
+        transB=1,
+    )
+    if cfg.task == "classification":
+        b.op("Softmax", [head], ["y"], axis=1)
+    else:
+        (scaled,) = b.op("Mul", [head, b.const("target_std", w["target_std"])], ["y_scaled"])
+        b.op("Add", [scaled, b.const("target_mean", w["target_mean"])], ["y"])
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        b.nodes,
+        "stream_gru_step",
+        [
+            helper.make_tensor_value_info("x", f32, ["batch", cfg.input_size]),
+            helper.make_tensor_value_info("h0", f32, ["batch", layers, h_size]),
+        ],
+        [
+            helper.make_tensor_value_info("y", f32, ["batch", cfg.output_size]),
+            helper.make_tensor_value_info("hn", f32, ["batch", layers, h_size]),
+        ],
+        b.initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="stream-gru"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def encode_step_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:
+    """(metadata value, description for the main metadata JSON) of a one-step graph."""
+    data = model.SerializeToString()
+    description = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "io": {
+            "input": "x",
+            "output": "y",
+            "batch_axis": 0,
+            "time_axis": None,
+            "states": [{"input": "h0", "output": "hn", "batch_axis": 0}],
+        },
+    }
+    return base64.b64encode(data).decode("ascii"), description

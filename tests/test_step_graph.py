@@ -1,0 +1,75 @@
+"""The one-step graph pools run: equal to the sequence graph within 1e-5, batch-
+independent, present only where it should be, refused when tampered with."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+import stream_gru as sg
+
+
+@pytest.mark.parametrize("name", ["gru_model", "fleet_model"])
+def test_step_graph_agrees_with_the_sequence_graph_over_10000_chained_steps(name, request):
+    tiny = request.getfixturevalue(name)
+    model = sg.load(tiny.onnx)
+    step_pool, seq_pool = model.pool(graph="step"), model.pool(graph="sequence")
+    assert (step_pool.graph, seq_pool.graph, model.pool().graph) == ("step", "sequence", "step")
+    keys = list(range(4))
+    for k in keys:
+        step_pool.open(k)
+        seq_pool.open(k)
+    rng = np.random.default_rng(3)
+    worst_y = 0.0
+    for _ in range(10_000):
+        x = (rng.standard_normal((4, tiny.input_size)) * 2).astype(np.float32)
+        worst_y = max(
+            worst_y,
+            float(np.abs(step_pool.step_batch(keys, x) - seq_pool.step_batch(keys, x)).max()),
+        )
+    worst_h = max(
+        float(np.abs(step_pool.state(k)["h0"] - seq_pool.state(k)["h0"]).max()) for k in keys
+    )
+    assert worst_y < 1e-5 and worst_h < 1e-5, (worst_y, worst_h)
+    assert worst_y > 0 or worst_h > 0  # two different graphs: not the same numbers by accident
+
+
+def test_pools_of_an_lstm_run_the_sequence_graph(lstm_model):
+    model = sg.load(lstm_model.onnx)
+    assert model.spec.step_graph is None
+    assert model.pool().graph == "sequence"
+    with pytest.raises(ValueError, match="carries no one-step graph"):
+        model.pool(graph="step")
+    with pytest.raises(ValueError, match="graph must be 'auto', 'step' or 'sequence'"):
+        model.pool(graph="fast")
+
+
+def test_a_tampered_step_graph_is_refused(gru_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(gru_model.onnx))
+    entry = next(p for p in proto.metadata_props if p.key == "stream_gru.step")
+    data = bytearray(base64.b64decode(entry.value))
+    data[-10] ^= 0xFF
+    entry.value = base64.b64encode(bytes(data)).decode()
+    path = tmp_path / "tampered.onnx"
+    onnx.save(proto, str(path))
+    model = sg.load(path)  # the sequence graph is intact: streams still run
+    model.stream().step(np.zeros(3))
+    with pytest.raises(sg.ModelError, match="does not match its sha256"):
+        model.pool()
+    assert model.pool(graph="sequence").graph == "sequence"
+
+
+def test_the_step_graph_is_described_in_the_metadata(gru_model):
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(gru_model.onnx))
+    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == "stream_gru"))
+    assert meta["step_graph"]["io"]["states"] == [{"input": "h0", "output": "hn", "batch_axis": 0}]
+    step = onnx.load_from_string(
+        base64.b64decode(next(p.value for p in proto.metadata_props if p.key == "stream_gru.step"))
+    )
+    ops = {n.op_type for n in step.graph.node}
+    assert "GRU" not in ops and {"Gemm", "Sigmoid", "Tanh"} <= ops
