@@ -39,6 +39,13 @@ _POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
 
 
+def _is_open(slots: Mapping[Any, int], key: Any) -> bool:
+    try:
+        return key in slots
+    except TypeError:  # unhashable: never a key
+        return False
+
+
 def check_key(key: Any) -> None:
     """Raise ``TypeError`` unless ``key`` is a str, int (not bool), bytes, or a tuple
     of those (nested tuples allowed)."""
@@ -264,12 +271,9 @@ class StreamPool:
             raise
         if samples.shape[0] != len(keys):
             raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
-        if len(set(keys)) != len(keys):
-            twice = [k for k, n in Counter(keys).items() if n > 1]
-            raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
-        return self._tick(keys, samples)
+        return self._tick(keys, samples, check_distinct=True)
 
     def _output_tail(self) -> tuple[int, ...]:
         size = self.model.spec.output_size
@@ -305,10 +309,28 @@ class StreamPool:
                 rejected[key] = str(e)
         return keys, xs, rejected
 
-    def _tick(self, keys: list[Any], samples: np.ndarray) -> np.ndarray:
+    def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
+        """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
+        that are not open or named twice."""
+        try:
+            slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
+        except (KeyError, TypeError):
+            missing = [k for k in keys if not _is_open(self._slots, k)]
+            raise KeyError(f"streams not open in this pool: {missing[:20]!r}") from None
+        if check_distinct:
+            seen = np.zeros(len(self._last_seen), np.bool_)
+            seen[slots] = True
+            if np.count_nonzero(seen) != len(keys):
+                twice = [k for k, n in Counter(keys).items() if n > 1]
+                raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
+        return slots
+
+    def _tick(
+        self, keys: list[Any], samples: np.ndarray, check_distinct: bool = False
+    ) -> np.ndarray:
         with self._lock:
             start = time.perf_counter()
-            slots = np.fromiter((self._slot_of(k) for k in keys), np.int64, len(keys))
+            slots = self._slots_of(keys, check_distinct)
             states = {name: arr[slots] for name, arr in self._states.items()}
             y, new = self._graph.run(samples, states)
             for name, arr in self._states.items():
