@@ -14,12 +14,13 @@ RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.p
 	stream_gru/session.py stream_gru/binding.py stream_gru/runtime.py stream_gru/batched.py \
 	stream_gru/pool.py stream_gru/pipe.py
 
-.PHONY: install demo test lint format clean help
+.PHONY: install demo test bench lint format clean help
 
 help:
 	@echo "make install  create .venv: torch (CPU), the package with its train extra, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
+	@echo "make bench    the runtime against plain onnxruntime and PyTorch (a few minutes)"
 	@echo "make lint     ruff check, ruff format --check, mypy on the runtime"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv and the demo's output"
@@ -37,6 +38,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/run.py
 
 lint: install
 	$(BIN)/ruff check .

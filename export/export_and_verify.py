@@ -15,32 +15,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stream_gru.cli import RawHelpFormatter, add_verify_options, need_train_extra, run_guarded
+from stream_gru.cli import (
+    RawHelpFormatter,
+    add_verify_options,
+    need_train_extra,
+    run_guarded,
+    verify_and_report,
+)
 
 
 def export_and_verify(args: argparse.Namespace, prog: str) -> int:
     need_train_extra(prog)
     from stream_gru.errors import ExportError
-    from stream_gru.export import export_onnx, verify
+    from stream_gru.export import export_onnx
 
     try:
         exported = export_onnx(args.checkpoint, args.out)
     except ExportError as e:
         raise SystemExit(f"{prog}: export failed: {e}") from None
     print(f"exported {exported.path} ({exported.size_bytes / 1024:.1f} KiB), checks passed")
-    report = verify(
-        exported.path,
-        args.checkpoint,
-        steps=args.steps,
-        atol=args.atol,
-        rtol=args.rtol,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    print(report.format())
-    if args.report:
-        report.write_json(args.report)
-    return 0 if report.passed else 1
+    return verify_and_report(exported.path, args.checkpoint, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,10 @@ Typical pipeline:
   stream-gru verify model.onnx --checkpoint runs/a/checkpoint.pt
   stream-gru run model.onnx < samples.csv
 
+  stream-gru bench model.onnx              # against plain onnxruntime (and PyTorch)
+
 `train`, `export`, `verify` and `demo` need the train extra (torch, onnx):
-pip install 'stream-gru[train]'. `info` and `run` need only the runtime.
+pip install 'stream-gru[train]'. `info`, `run` and `bench MODEL` need only the runtime.
 """
 
 from __future__ import annotations
@@ -187,11 +189,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     need_train_extra()
+    return verify_and_report(args.model, args.checkpoint, args)
+
+
+def verify_and_report(model: Path, checkpoint: Path, args: argparse.Namespace) -> int:
+    """Run ``verify`` with the options of ``add_verify_options``, print the report,
+    write it where ``--report`` says; returns the exit code (1 on any mismatch)."""
     from .export import verify
 
     report = verify(
-        args.model,
-        args.checkpoint,
+        model,
+        checkpoint,
         steps=args.steps,
         atol=args.atol,
         rtol=args.rtol,
@@ -267,6 +275,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(
         out_dir=args.out, epochs=args.epochs, hidden=args.hidden, seed=args.seed, quiet=args.quiet
     )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.model is None or args.checkpoint is not None:
+        need_train_extra()  # the built-in models are exported on the fly; PyTorch eager
+    from .bench import run_benchmark
+
+    outcome = run_benchmark(
+        args.model, checkpoint=args.checkpoint, quick=args.quick, out_dir=args.out
+    )
+    print(outcome.table)
+    print("wrote " + ", ".join(str(p) for p in outcome.files))
+    return 0
 
 
 # -- parser --------------------------------------------------------------------------
@@ -469,6 +490,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _demo_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure the runtime against plain onnxruntime and PyTorch eager",
+        description=(
+            "Every contender on one thread: latency at batch 1 (Stream.step, session.run by "
+            "hand, PyTorch eager), feed vs step, StreamPool throughput at 1 to 16,384 streams "
+            "against a gather/session.run/scatter baseline, PyTorch eager and the "
+            "single-thread GEMM ceiling; RSS growth over long runs; the CPU of an idle "
+            "process. Prints a table with each ratio beside its goal and writes bench.json, "
+            "bench.txt and bench.png. Without MODEL it makes the built-in GRUs (I=8 H=64 "
+            "L=1 and I=16 H=256 L=2) with random weights, which needs the train extra; "
+            "a full run takes a few minutes."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "model", type=Path, nargs="?", metavar="MODEL.onnx", help="a model made by stream-gru"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, metavar="CKPT", help="MODEL's checkpoint: adds PyTorch eager"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny counts: a smoke run, too small to judge goals"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results"), metavar="DIR", help="output"
+    )
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
