@@ -15,6 +15,7 @@ hidden_size], so a pool feeds its slot-major state arrays without transposing th
 It computes PyTorch's GRU (``linear_before_reset=1``):
 
     r, z = sigmoid(W_ir x + b_ir + W_hr h + b_hr), sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+       (each as two Gemm nodes, the second adding the first through its C input)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = n + z * (h - n)              # = (1 - z) * n + z * h
 """
@@ -64,47 +65,59 @@ def build_step_graph(net: GRUModel) -> onnx.ModelProto | None:
     b = _Builder()
     (xc,) = b.op("Sub", ["x", b.const("feature_mean", w["feature_mean"])], ["x_centered"])
     (xin,) = b.op("Div", [xc, b.const("feature_std", w["feature_std"])], ["x_normalized"])
-    split_gates = b.const("split_rz_n", np.array([2 * h_size, h_size], np.int64))
-    split_rz = b.const("split_r_z", np.array([h_size, h_size], np.int64))
     axis1 = b.const("axis_1", np.array([1], np.int64))
+    if layers == 1:  # a view, not a copy
+        layer_inputs = b.op("Squeeze", ["h0", axis1], ["h_0"])
+    else:
+        splits = b.const("split_layers", np.ones(layers, np.int64))
+        parts = b.op("Split", ["h0", splits], [f"h_{k}_3d" for k in range(layers)], axis=1)
+        layer_inputs = [b.op("Squeeze", [p, axis1], [f"h_{k}"])[0] for k, p in enumerate(parts)]
     layer_states = []
     for k in range(layers):
-        (h,) = b.op(
-            "Gather", ["h0", b.const(f"layer_{k}", np.array(k, np.int64))], [f"h_{k}"], axis=1
-        )
-        (gi,) = b.op(
+        h = layer_inputs[k]
+        w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
+        b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
+        gate = {}
+        for g, rows in (("r", slice(0, h_size)), ("z", slice(h_size, 2 * h_size))):
+            # Gemm's C input adds the input half to the hidden half in the same node.
+            (gi,) = b.op(
+                "Gemm",
+                [
+                    xin,
+                    b.const(f"w_i{g}_{k}", w_ih[rows]),
+                    b.const(f"b_{g}_{k}", b_ih[rows] + b_hh[rows]),
+                ],
+                [f"gi_{g}_{k}"],
+                transB=1,
+            )
+            (pre,) = b.op(
+                "Gemm", [h, b.const(f"w_h{g}_{k}", w_hh[rows]), gi], [f"pre_{g}_{k}"], transB=1
+            )
+            gate[g] = b.op("Sigmoid", [pre], [f"{g}_{k}"])[0]
+        rows = slice(2 * h_size, 3 * h_size)
+        (gi_n,) = b.op(
             "Gemm",
-            [
-                xin,
-                b.const(f"w_ih_{k}", w[f"rnn.weight_ih_l{k}"]),
-                b.const(f"b_ih_{k}", w[f"rnn.bias_ih_l{k}"]),
-            ],
-            [f"gi_{k}"],
+            [xin, b.const(f"w_in_{k}", w_ih[rows]), b.const(f"b_in_{k}", b_ih[rows])],
+            [f"gi_n_{k}"],
             transB=1,
         )
-        (gh,) = b.op(
+        (gh_n,) = b.op(
             "Gemm",
-            [
-                h,
-                b.const(f"w_hh_{k}", w[f"rnn.weight_hh_l{k}"]),
-                b.const(f"b_hh_{k}", w[f"rnn.bias_hh_l{k}"]),
-            ],
-            [f"gh_{k}"],
+            [h, b.const(f"w_hn_{k}", w_hh[rows]), b.const(f"b_hn_{k}", b_hh[rows])],
+            [f"gh_n_{k}"],
             transB=1,
         )
-        gi_rz, gi_n = b.op("Split", [gi, split_gates], [f"gi_rz_{k}", f"gi_n_{k}"], axis=1)
-        gh_rz, gh_n = b.op("Split", [gh, split_gates], [f"gh_rz_{k}", f"gh_n_{k}"], axis=1)
-        (pre_rz,) = b.op("Add", [gi_rz, gh_rz], [f"pre_rz_{k}"])
-        (rz,) = b.op("Sigmoid", [pre_rz], [f"rz_{k}"])
-        r, z = b.op("Split", [rz, split_rz], [f"r_{k}", f"z_{k}"], axis=1)
-        (r_gh,) = b.op("Mul", [r, gh_n], [f"r_gh_{k}"])
+        (r_gh,) = b.op("Mul", [gate["r"], gh_n], [f"r_gh_{k}"])
         (pre_n,) = b.op("Add", [gi_n, r_gh], [f"pre_n_{k}"])
         (n,) = b.op("Tanh", [pre_n], [f"n_{k}"])
         (h_minus_n,) = b.op("Sub", [h, n], [f"h_minus_n_{k}"])
-        (z_d,) = b.op("Mul", [z, h_minus_n], [f"z_d_{k}"])
+        (z_d,) = b.op("Mul", [gate["z"], h_minus_n], [f"z_d_{k}"])
         (xin,) = b.op("Add", [n, z_d], [f"hn_{k}"])
         layer_states.append(b.op("Unsqueeze", [xin, axis1], [f"hn_{k}_3d"])[0])
-    b.op("Concat", layer_states, ["hn"], axis=1)
+    if layers == 1:
+        b.nodes[-1].output[0] = "hn"
+    else:
+        b.op("Concat", layer_states, ["hn"], axis=1)
     (head,) = b.op(
         "Gemm",
         [xin, b.const("w_head", w["head.weight"]), b.const("b_head", w["head.bias"])],
