@@ -142,6 +142,10 @@ class StreamPool:
         self._last_seen = np.zeros(capacity, np.float64)
         self._steps = np.zeros(capacity, np.int64)
         self._slots: dict[Any, int] = {}
+        # The slots of the last tick's keys, reused while no stream opened or closed:
+        # a fleet usually ticks the same key list again and again.
+        self._generation = 0
+        self._recent: tuple[int, list[Any], np.ndarray] = (-1, [], np.zeros(0, np.int64))
         self._free: list[int] = list(range(capacity - 1, -1, -1))
         self._ticks = 0
         self._stream_steps = 0
@@ -188,6 +192,7 @@ class StreamPool:
             slot = self._slot_of(key)
             del self._slots[key]
             self._free.append(slot)
+            self._generation += 1
 
     def _slot_of(self, key: Any) -> int:
         try:
@@ -206,6 +211,7 @@ class StreamPool:
         self._last_seen[slot] = last_seen
         self._steps[slot] = steps
         self._slots[key] = slot
+        self._generation += 1
         return slot
 
     def _grow(self) -> None:
@@ -312,6 +318,9 @@ class StreamPool:
     def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
         that are not open or named twice."""
+        generation, recent_keys, recent_slots = self._recent
+        if generation == self._generation and keys == recent_keys:
+            return recent_slots  # checked when it was looked up
         try:
             slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
@@ -323,6 +332,7 @@ class StreamPool:
             if np.count_nonzero(seen) != len(keys):
                 twice = [k for k, n in Counter(keys).items() if n > 1]
                 raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
+        self._recent = (self._generation, list(keys), slots)  # distinct: checked, or dict keys
         return slots
 
     def _tick(
@@ -331,7 +341,7 @@ class StreamPool:
         with self._lock:
             start = time.perf_counter()
             slots = self._slots_of(keys, check_distinct)
-            states = {name: arr[slots] for name, arr in self._states.items()}
+            states = {name: np.take(arr, slots, axis=0) for name, arr in self._states.items()}
             y, new = self._graph.run(samples, states)
             for name, arr in self._states.items():
                 arr[slots] = new[name]
