@@ -24,7 +24,7 @@ from .binding import StepBinding
 from .checks import as_array, as_samples
 from .errors import ModelError, SnapshotError
 from .onnx_file import fingerprint_model_bytes
-from .session import SessionOptions, create_session
+from .session import SessionOptions, check_placement, create_session
 from .spec import STEP_METADATA_KEY, ModelIO, ModelSpec, read_spec
 
 if TYPE_CHECKING:
@@ -138,6 +138,9 @@ class StreamingModel:
             raise ModelError(f"{path}: the model fails on one zero sample: {e}") from None
         self._step_x_shape = zero.shape
         self._step_y = (y.shape, y.dtype)
+        # On CUDA: which provider ran each node of that first call (warns about any
+        # node on the CPU). None on the CPU, where nothing is checked.
+        self.placement = check_placement(session, provider, source=str(path))
         self._step_cache: tuple[StepGraph | None] | None = None
         self._step_lock = threading.Lock()
 
@@ -238,7 +241,7 @@ class StreamingModel:
         }
         if not wanted <= names or len(io.states) != len(self.spec.states):
             raise ModelError(f"{source} does not have the inputs and outputs it describes")
-        return StepGraph(
+        step = StepGraph(
             session,
             input_name=io.input,
             output_name=io.output,
@@ -247,6 +250,13 @@ class StreamingModel:
                 for main, step in zip(self.spec.states, io.states, strict=True)
             ],
         )
+        zeros = {k: np.zeros((1, *v.shape), v.dtype) for k, v in self.initial_state().items()}
+        try:  # one zero step: proves the graph runs (and, on CUDA, where its nodes ran)
+            step.run(np.zeros((1, *self.spec.sample_shape), np.float32), zeros)
+        except Exception as e:
+            raise ModelError(f"{source} fails on one zero sample: {e}") from None
+        check_placement(session, self.provider, source=source)
+        return step
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """The initial state of a stream, without the batch axis."""

@@ -7,6 +7,11 @@ no spinning thread pools, so a loaded model that is not stepping uses no CPU
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +20,13 @@ from .errors import ModelError
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["PROVIDERS", "SessionOptions", "create_session", "import_onnxruntime"]
+__all__ = [
+    "PROVIDERS",
+    "SessionOptions",
+    "check_placement",
+    "create_session",
+    "import_onnxruntime",
+]
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -72,8 +83,11 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _ort_options(ort: Any, options: SessionOptions) -> Any:
+def _ort_options(ort: Any, options: SessionOptions, profile: bool = False) -> Any:
     so = ort.SessionOptions()
+    if profile:  # read once by check_placement, after the first run
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"stream_gru_{os.getpid()}")
     so.intra_op_num_threads = options.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -118,3 +132,47 @@ def create_session(
             f"(the CUDA libraries could not be loaded); {GPU_INSTALL_HINT}"
         )
     return session, in_use
+
+
+# Nodes onnxruntime adds to move tensors between host and device: on the CPU by design.
+_TRANSFER_OPS = {"MemcpyToHost", "MemcpyFromHost"}
+
+
+def check_placement(session: Any, wanted: str, *, source: str) -> dict[str, str] | None:
+    """Where each node of ``session`` ran on its first call: {node: provider}.
+
+    Works on a session made with profiling on (``create_session`` turns it on for
+    CUDA), after one run; ends the profiling and deletes its file. Warns, naming them,
+    about the nodes that ran elsewhere than ``wanted`` (DESIGN.md, trap 4: a GRU node
+    the CUDA provider does not take runs on the CPU, silently, at every step). Returns
+    None where the session was not profiling.
+    """
+    try:
+        path = session.end_profiling()
+    except Exception:  # profiling was not enabled
+        return None
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            events = json.load(f)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    placement: dict[str, str] = {}
+    for event in events:
+        name = str(event.get("name", ""))
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            args = event.get("args", {})
+            if args.get("op_name") not in _TRANSFER_OPS:
+                placement[name.removesuffix("_kernel_time")] = str(args.get("provider"))
+    elsewhere = sorted(n for n, p in placement.items() if p != wanted)
+    if elsewhere:
+        warnings.warn(
+            f"{source}: {len(elsewhere)} of {len(placement)} nodes run on another provider "
+            f"than {wanted}: {', '.join(f'{n} ({placement[n]})' for n in elsewhere[:10])}. "
+            f"Each step copies their data between host and device; see DESIGN.md trap 4.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return placement

@@ -194,12 +194,24 @@ def test_cuda_matches_cpu(gru_model, rng):
         pytest.skip("no CUDA execution provider here")
     gpu = sg.load(gru_model.onnx, provider="cuda")
     assert gpu.provider == "CUDAExecutionProvider"
+    assert gpu.placement and all(
+        p == "CUDAExecutionProvider" for n, p in gpu.placement.items() if "GRU" in n
+    ), gpu.placement
     x = _inputs(rng, 10_000)
     s = gpu.stream()
     ys = np.stack([s.step(xi) for xi in x])
-    np.testing.assert_allclose(
-        ys, sg.load(gru_model.onnx, provider="cpu").stream().feed(x), atol=1e-5
-    )
+    cpu = sg.load(gru_model.onnx, provider="cpu")
+    np.testing.assert_allclose(ys, cpu.stream().feed(x), atol=1e-5)
+    pools = [m.pool() for m in (gpu, cpu)]
+    keys = list(range(64))
+    for p in pools:
+        for k in keys:
+            p.open(k)
+    for _ in range(100):
+        xs = _inputs(rng, 64)
+        np.testing.assert_allclose(
+            pools[0].step_batch(keys, xs), pools[1].step_batch(keys, xs), atol=1e-5
+        )
 
 
 def test_idle_loaded_model_uses_no_cpu(gru_model, rng):
@@ -253,3 +265,22 @@ def test_one_stream_shared_by_threads_loses_no_step(gru_model):
     ref = model.stream()
     ref.feed(np.ones((1000, 3), np.float32))  # the same input at every step: order is moot
     np.testing.assert_array_equal(s.state["h0"], ref.state["h0"])
+
+
+def test_node_placement_check_reads_the_profile_and_warns(gru_model):
+    """On CUDA, load() checks where every node ran. Here, on the CPU, the same check is
+    run against a profiled CPU session: asking for CUDA, every node is 'elsewhere'."""
+    ort = pytest.importorskip("onnxruntime")
+    from stream_gru.session import check_placement
+
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    session = ort.InferenceSession(str(gru_model.onnx), so, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros((1, 1, 3), np.float32), "h0": np.zeros((2, 1, 8), np.float32)})
+    with pytest.warns(
+        RuntimeWarning, match=r"nodes run on another provider than CUDAExecutionProvider.*GRU"
+    ):
+        placement = check_placement(session, "CUDAExecutionProvider", source="m.onnx")
+    assert placement and set(placement.values()) == {"CPUExecutionProvider"}
+    assert any("GRU" in node for node in placement)
+    assert sg.load(gru_model.onnx, provider="cpu").placement is None  # not profiled on CPU
