@@ -13,6 +13,7 @@ the tests prove it against one ``Stream`` per key.
 from __future__ import annotations
 
 import base64
+import operator
 import os
 import threading
 import time
@@ -39,11 +40,42 @@ _POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
 
 
+def _is_key(key: Any) -> bool:
+    """Whether ``key`` is of a type ``open`` accepts (see ``check_key``)."""
+    kind = type(key)
+    if kind is str or kind is int or kind is bytes:
+        return True
+    if kind is tuple:
+        return all(map(_is_key, key))
+    return (
+        isinstance(key, (str, int, bytes, tuple))
+        and not isinstance(key, bool)
+        and (not isinstance(key, tuple) or all(map(_is_key, key)))
+    )
+
+
 def _is_open(slots: Mapping[Any, int], key: Any) -> bool:
+    """``key in slots``, but False for keys of a type ``open`` refuses (``1.0`` and
+    ``True`` hash like ``1``, and must not reach stream ``1``) and for unhashable ones."""
+    if not _is_key(key):
+        return False
     try:
         return key in slots
-    except TypeError:  # unhashable: never a key
+    except TypeError:
         return False
+
+
+def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int]:
+    """Rows of a well-shaped numeric ``X`` that hold NaN or Inf (after float32)."""
+    try:
+        arr = np.asarray(xs)
+        if arr.dtype.kind not in "fiu" or arr.shape != (n, *sample_shape):
+            return []
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(arr.astype(np.float32)).reshape(n, -1).all(axis=1)
+    except (TypeError, ValueError):
+        return []
+    return [int(i) for i in np.flatnonzero(~finite)]
 
 
 def check_key(key: Any) -> None:
@@ -63,7 +95,7 @@ def _encode_key(key: Any) -> Any:
     if isinstance(key, str):
         return ["s", key]
     if isinstance(key, int):
-        return ["i", str(key)]
+        return ["x", format(key, "x")]  # hex: not bound by Python's int-to-decimal limit
     if isinstance(key, bytes):
         return ["b", base64.b64encode(key).decode("ascii")]
     return ["t", [_encode_key(k) for k in key]]
@@ -73,8 +105,8 @@ def _decode_key(data: Any) -> Any:
     tag, value = data
     if tag == "s" and isinstance(value, str):
         return value
-    if tag == "i" and isinstance(value, str):
-        return int(value)
+    if tag == "x" and isinstance(value, str):
+        return int(value, 16)
     if tag == "b" and isinstance(value, str):
         return base64.b64decode(value.encode("ascii"), validate=True)
     if tag == "t" and isinstance(value, list):
@@ -164,7 +196,7 @@ class StreamPool:
     # -- membership --------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key in self._slots
+            return _is_open(self._slots, key)
 
     def __len__(self) -> int:
         with self._lock:
@@ -230,32 +262,44 @@ class StreamPool:
         """Step every named stream by one sample in one batched call: ``{key: y}``.
 
         A key that is not open raises ``KeyError``; bad samples raise ``ValueError``
-        (or ``TypeError``) naming every bad key and why. Either way no stream changes.
-        Streams not named keep their state.
+        naming every bad key and why. Either way no stream changes. Streams not named
+        keep their state.
         """
-        keys, xs, rejected = self._check_samples(samples)
-        if rejected:
-            with self._lock:
+        checked, rejected = self._check_samples(samples)
+        with self._lock:
+            unknown = [k for k in samples if not _is_open(self._slots, k)]
+            if unknown:
+                self._rejected += len(unknown)
+                raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
+            if rejected:
                 self._rejected += len(rejected)
-            reasons = "; ".join(f"{k!r}: {why}" for k, why in rejected.items())
-            raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
-        if not keys:
-            return {}
-        ys = self._tick(keys, np.stack(xs))
+                reasons = "; ".join(f"{k!r}: {why}" for k, why in rejected.items())
+                raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
+            if not checked:
+                return {}
+            keys = list(checked)
+            ys = self._tick(keys, np.stack(list(checked.values())))
         return dict(zip(keys, ys, strict=True))
 
     def step_valid(self, samples: Mapping[Any, Any]) -> TickResult:
         """Step the streams whose samples are good; return the rest with their reasons.
 
-        Unknown keys are rejected too (not raised). The operator's alternative to
-        ``step``: one bad sensor never holds the fleet back, and nothing is silent.
+        Keys that are not open are rejected too (not raised), also when another thread
+        closes them during the call. The operator's alternative to ``step``: one bad
+        sensor never holds the fleet back, and nothing is silent.
         """
-        keys, xs, rejected = self._check_samples(samples, unknown_is_rejected=True)
+        checked, rejected = self._check_samples(samples)
         with self._lock:
+            for key in [k for k in checked if not _is_open(self._slots, k)]:
+                del checked[key]
+                rejected[key] = "stream not open"
+            for key in [k for k in rejected if not _is_key(k)]:
+                rejected[key] = "stream not open"
             self._rejected += len(rejected)
-        if not keys:
-            return TickResult({}, rejected)
-        ys = self._tick(keys, np.stack(xs))
+            if not checked:
+                return TickResult({}, rejected)
+            keys = list(checked)
+            ys = self._tick(keys, np.stack(list(checked.values())))
         return TickResult(dict(zip(keys, ys, strict=True)), rejected)
 
     def step_batch(self, keys: Sequence[Any], xs: Any) -> np.ndarray:
@@ -271,9 +315,16 @@ class StreamPool:
                 xs, spec.sample_shape, what="X", leading=("stream",),
                 feature_names=spec.feature_names,
             )  # fmt: skip
-        except (ValueError, TypeError):
+        except (ValueError, TypeError) as e:
+            bad = _non_finite_rows(xs, len(keys), spec.sample_shape)
             with self._lock:
-                self._rejected += len(keys)
+                self._rejected += len(bad) if bad else len(keys)
+            if bad:
+                named = ", ".join(repr(keys[i]) for i in bad[:20])
+                raise ValueError(
+                    f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} "
+                    f"(first: {e})"
+                ) from None
             raise
         if samples.shape[0] != len(keys):
             raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
@@ -286,51 +337,51 @@ class StreamPool:
         return () if size is None else (size,)
 
     def _check_samples(
-        self, samples: Mapping[Any, Any], *, unknown_is_rejected: bool = False
-    ) -> tuple[list[Any], list[np.ndarray], dict[Any, str]]:
+        self, samples: Mapping[Any, Any]
+    ) -> tuple[dict[Any, np.ndarray], dict[Any, str]]:
+        """Check every sample (outside the lock): ({key: float32 sample}, {key: why})."""
         if not isinstance(samples, Mapping):
             raise TypeError(
                 f"samples must be a mapping {{key: sample}}, got {type(samples).__name__}"
             )
         spec = self.model.spec
-        keys: list[Any] = []
-        xs: list[np.ndarray] = []
+        checked: dict[Any, np.ndarray] = {}
         rejected: dict[Any, str] = {}
-        with self._lock:
-            unknown = [k for k in samples if k not in self._slots]
-        if unknown and not unknown_is_rejected:
-            raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
         for key, x in samples.items():
-            if key in unknown:
-                rejected[key] = "stream not open"
-                continue
             try:
-                xs.append(
-                    as_samples(
-                        x, spec.sample_shape, what="sample", feature_names=spec.feature_names
-                    )
+                checked[key] = as_samples(
+                    x, spec.sample_shape, what="sample", feature_names=spec.feature_names
                 )
-                keys.append(key)
             except (ValueError, TypeError) as e:
                 rejected[key] = str(e)
-        return keys, xs, rejected
+        return checked, rejected
 
     def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
         that are not open or named twice."""
         generation, recent_keys, recent_slots = self._recent
-        if generation == self._generation and keys == recent_keys:
+        if (
+            generation == self._generation
+            and len(keys) == len(recent_keys)
+            and all(map(operator.is_, keys, recent_keys))  # the same key objects
+        ):
             return recent_slots  # checked when it was looked up
+        if not all(map(_is_key, keys)):
+            missing = [k for k in keys if not _is_open(self._slots, k)]
+            self._rejected += len(missing)
+            raise KeyError(f"streams not open in this pool: {missing[:20]!r}")
         try:
             slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
             missing = [k for k in keys if not _is_open(self._slots, k)]
+            self._rejected += len(missing)
             raise KeyError(f"streams not open in this pool: {missing[:20]!r}") from None
         if check_distinct:
             seen = np.zeros(len(self._last_seen), np.bool_)
             seen[slots] = True
             if np.count_nonzero(seen) != len(keys):
                 twice = [k for k, n in Counter(keys).items() if n > 1]
+                self._rejected += len(keys) - int(np.count_nonzero(seen))
                 raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
         self._recent = (self._generation, list(keys), slots)  # distinct: checked, or dict keys
         return slots

@@ -447,11 +447,10 @@ class Stream:
                 self._states = states
                 self._steps += n
             if not ys:
-                return np.zeros((0,), np.float32)
+                return np.zeros((0, *self._y.shape), self._y.dtype)
             return np.stack(ys)
         if n == 0:
-            out_tail = () if m.spec.output_size is None else (m.spec.output_size,)
-            return np.zeros((0, *out_tail), np.float32)
+            return np.zeros((0, *self._y.shape), self._y.dtype)
         with self._lock:
             y, new = m._run(m._as_model_input(samples, with_time=True), self._states)
             self._states = new

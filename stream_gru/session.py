@@ -100,6 +100,12 @@ def _ort_options(ort: Any, options: SessionOptions, profile: bool = False) -> An
     return so
 
 
+def _profiled(providers: list[str]) -> bool:
+    """Whether a new session profiles its first call, for ``check_placement``: on CUDA,
+    where a node left on the CPU costs a copy each way at every step."""
+    return CUDA in providers
+
+
 def create_session(
     model: bytes, options: SessionOptions, *, source: str = "model"
 ) -> tuple[onnxruntime.InferenceSession, str]:
@@ -121,7 +127,9 @@ def create_session(
     )
     try:
         session = ort.InferenceSession(
-            model, sess_options=_ort_options(ort, options), providers=providers
+            model,
+            sess_options=_ort_options(ort, options, profile=_profiled(providers)),
+            providers=providers,
         )
     except Exception as e:  # onnxruntime raises its own pybind exception types
         raise ModelError(f"onnxruntime cannot load {source}: {str(e).strip()}") from None

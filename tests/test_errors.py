@@ -318,3 +318,47 @@ def test_atomic_writes_keep_or_give_normal_permissions(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
     finally:
         os.umask(umask)
+
+
+def test_a_model_without_a_time_axis_feeds_chunks_of_any_length(tmp_path):
+    """A stateful model that takes one step per call (ModelIO time_axis=None)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w_in = numpy_helper.from_array(np.full((3, 4), 0.1, np.float32), "w_in")
+    w_out = numpy_helper.from_array(np.full((4, 1), 0.5, np.float32), "w_out")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w_in"], ["xw"]),
+            helper.make_node("Add", ["xw", "state"], ["pre"]),
+            helper.make_node("Tanh", ["pre"], ["stateN"]),
+            helper.make_node("MatMul", ["stateN", "w_out"], ["out"]),
+        ],
+        "cell",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 1]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, ["N", 4]),
+        ],
+        [w_in, w_out],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    path = tmp_path / "cell.onnx"
+    onnx.save(model, str(path))
+    io = sg.ModelIO(input="x", output="out", states=(sg.StatePair("state", "stateN"),))
+    m = sg.load(path, io=io)
+    s = m.stream()
+    assert s.feed(np.zeros((0, 3))).shape == (0, 1)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    fed = s.feed(x)
+    assert fed.shape == (5, 1)
+    ref = m.stream()
+    np.testing.assert_array_equal(fed, np.stack([ref.step(xi) for xi in x]))
+    pool = m.pool()
+    assert pool.graph == "sequence"
+    pool.open("a")
+    np.testing.assert_array_equal(pool.step_batch(["a"], x[:1])[0], m.stream().step(x[0]))

@@ -142,7 +142,7 @@ def test_bad_samples_name_every_key_and_change_nothing(model):
     for k in "abcd":
         np.testing.assert_array_equal(pool.state(k)["h0"], before[k])
         assert pool.steps(k) == 1
-    assert pool.stats().rejected_samples == 4
+    assert pool.stats().rejected_samples == 5  # 2 bad, 1 of an unknown key, 1 bool, 1 bool row
 
 
 def test_step_valid_steps_the_good_and_returns_the_rest(model, graph):
@@ -449,3 +449,120 @@ def test_memory_per_stream_at_100000_streams(fleet_model):
     per_stream = (used - state_bytes) / 100_000
     assert len(pool) == 100_000
     assert per_stream <= 1024, f"{per_stream:.0f} bytes per stream beyond the state"
+
+
+def test_keys_of_refused_types_never_reach_an_open_stream(model):
+    pool = model.pool()
+    pool.open(1)
+    x = np.ones(3)
+    assert 1 in pool and 1.0 not in pool and True not in pool and np.int64(1) not in pool
+    for alien in (1.0, True, np.int64(1)):
+        with pytest.raises(KeyError, match="not open in this pool"):
+            pool.step({alien: x})
+        with pytest.raises(KeyError, match="not open in this pool"):
+            pool.step_batch([alien], x[None])
+        assert pool.step_valid({alien: x}).rejected == {alien: "stream not open"}
+    with pytest.raises(KeyError, match="not open in this pool"):
+        pool.step_batch([np.array([1, 2])], x[None])
+    assert pool.steps(1) == 0
+
+
+def test_closing_a_key_invalidates_the_last_ticks_lookup(model):
+    pool = model.pool()
+    keys = ["a", "b"]
+    for k in keys:
+        pool.open(k)
+    x = np.ones((2, 3))
+    pool.step_batch(keys, x)
+    pool.close("b")
+    pool.open("c")  # takes b's slot
+    with pytest.raises(KeyError, match=r"\['b'\]"):
+        pool.step_batch(keys, x)
+    assert pool.steps("c") == 0 and pool.steps("a") == 1
+
+
+def test_step_batch_names_every_bad_key_and_counts_only_them(model):
+    pool = model.pool()
+    keys = ["a", "b", "c", "d"]
+    for k in keys:
+        pool.open(k)
+    x = np.ones((4, 3))
+    x[1, 0] = np.nan
+    x[3, 2] = np.inf
+    with pytest.raises(
+        ValueError, match=r"2 bad sample\(s\), no stream stepped: not finite for 'b', 'd'"
+    ):
+        pool.step_batch(keys, x)
+    assert pool.stats().rejected_samples == 2
+    assert all(pool.steps(k) == 0 for k in keys)
+
+
+def test_step_valid_rejects_keys_closed_by_another_thread(model):
+    pool = model.pool()
+    keys = list(range(300))
+    for k in keys:
+        pool.open(k)
+    samples = {k: np.ones(3) for k in keys}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            pool.close(0)
+            pool.open(0)
+
+    other = threading.Thread(target=churn)
+    other.start()
+    try:
+        for _ in range(100):
+            try:
+                result = pool.step_valid(samples)
+            except BaseException as e:  # the failure this test is about
+                errors.append(e)
+                break
+            assert set(result.outputs) | set(result.rejected) == set(keys)
+            assert set(result.rejected) <= {0}
+    finally:
+        stop.set()
+        other.join()
+    assert errors == []
+    assert pool.steps(1) == 100
+
+
+def test_ticks_stay_atomic_while_other_threads_open_and_close(model, rng):
+    pool, serial = model.pool(), model.pool()
+    keys = [f"k{i}" for i in range(60)]
+    for k in keys:
+        pool.open(k)
+        serial.open(k)
+    inputs = [_x(rng, 60) for _ in range(200)]
+    results: list[np.ndarray] = []
+
+    def tick() -> None:
+        for x in inputs:
+            results.append(pool.step_batch(keys, x))
+
+    def grow() -> None:
+        for i in range(20_000):  # forces the state arrays to grow several times
+            pool.open(i)
+            if i % 3 == 0:
+                pool.close(i)
+
+    threads = [threading.Thread(target=tick), threading.Thread(target=grow)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, got in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(got, serial.step_batch(keys, x))
+    assert all(pool.steps(k) == 200 for k in keys)
+
+
+def test_huge_int_keys_survive_save_and_load(model, tmp_path):
+    pool = model.pool()
+    key = 10**5000
+    pool.open(key)
+    pool.open((-(2**70), b"\x00"))
+    pool.save(tmp_path / "p.sgpool")
+    loaded = model.load_pool(tmp_path / "p.sgpool")
+    assert loaded.keys() == [key, (-(2**70), b"\x00")]

@@ -284,3 +284,16 @@ def test_node_placement_check_reads_the_profile_and_warns(gru_model):
     assert placement and set(placement.values()) == {"CPUExecutionProvider"}
     assert any("GRU" in node for node in placement)
     assert sg.load(gru_model.onnx, provider="cpu").placement is None  # not profiled on CPU
+
+
+def test_load_profiles_and_checks_placement_where_asked(gru_model, monkeypatch):
+    """The wiring behind the CUDA check, exercised on the CPU: when a session is made
+    profiled (as on CUDA), load() and the pool's one-step graph report where nodes ran."""
+    import stream_gru.session as session
+
+    monkeypatch.setattr(session, "_profiled", lambda providers: True)
+    model = sg.load(gru_model.onnx, provider="cpu")
+    assert model.placement and set(model.placement.values()) == {"CPUExecutionProvider"}
+    assert any("GRU" in node for node in model.placement)
+    model.pool()  # loads the one-step graph: profiled and checked the same way
+    np.testing.assert_array_equal(model.stream().step(np.ones(3)), model.stream().step(np.ones(3)))
