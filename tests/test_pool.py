@@ -566,3 +566,23 @@ def test_huge_int_keys_survive_save_and_load(model, tmp_path):
     pool.save(tmp_path / "p.sgpool")
     loaded = model.load_pool(tmp_path / "p.sgpool")
     assert loaded.keys() == [key, (-(2**70), b"\x00")]
+
+
+def test_mixed_samples_keep_the_input_order(model):
+    pool = model.pool(graph="sequence")
+    keys = ["a", "b", "c", "d"]
+    refs = {k: model.stream() for k in keys}
+    for k in keys:
+        pool.open(k)
+    samples = {
+        "a": [1, 2, 3],  # a list: checked on its own
+        "b": np.ones(3, np.float32),  # the common case: checked with the others at once
+        "c": np.arange(3),  # ints
+        "d": np.full(3, 0.5),  # float64
+    }
+    out = pool.step(samples)
+    assert list(out) == keys
+    for k in keys:
+        np.testing.assert_array_equal(out[k], refs[k].step(samples[k]))
+    result = pool.step_valid({"a": [0, 0, 0], "b": np.array([np.nan, 0, 0]), "c": np.ones(3)})
+    assert list(result.outputs) == ["a", "c"] and list(result.rejected) == ["b"]
