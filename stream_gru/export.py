@@ -32,7 +32,13 @@ from .network import GRUModel, load_checkpoint, model_facts
 from .onnx_file import fingerprint_model_bytes
 from .runtime import StreamingModel, load_bytes
 from .spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
-from .step_graph import STEP_METADATA_KEY, build_step_graph, encode_step_graph
+from .step_graph import (
+    POOL_METADATA_KEY,
+    STEP_METADATA_KEY,
+    build_step_graph,
+    encode_pool_graph,
+    encode_step_graph,
+)
 from .verification import CheckResult, VerifyReport, verify
 
 __all__ = [
@@ -259,9 +265,13 @@ def export_onnx(
     meta = _metadata(net, io, fingerprint)
     del proto.metadata_props[:]
     step = build_step_graph(net)
-    if step is not None:  # the pools' one-step graph travels in the same file
+    if step is not None:  # the pools' one-step graphs travel in the same file
         value, meta["step_graph"] = encode_step_graph(step)
         proto.metadata_props.add(key=STEP_METADATA_KEY, value=value)
+        pooled = build_step_graph(net, pooled=True)
+        assert pooled is not None
+        value, meta["pool_graph"] = encode_pool_graph(pooled)
+        proto.metadata_props.add(key=POOL_METADATA_KEY, value=value)
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     data = proto.SerializeToString()
     if fingerprint_model_bytes(data) != fingerprint:

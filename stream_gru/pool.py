@@ -28,8 +28,11 @@ from . import snapshot as _snapshot
 from .checks import as_samples
 from .errors import SnapshotError
 from .files import atomic_write_bytes
+from .session import CUDA
+from .state_store import DeviceStates, HostStates
 
 if TYPE_CHECKING:
+    from .batched import BatchedGraph
     from .runtime import StreamingModel
 
 __all__ = ["PoolStats", "StreamPool", "TickResult", "check_key"]
@@ -63,6 +66,37 @@ def _is_open(slots: Mapping[Any, int], key: Any) -> bool:
         return key in slots
     except TypeError:
         return False
+
+
+def _make_store(
+    model: StreamingModel,
+    graph: BatchedGraph,
+    capacity: int,
+    graph_choice: str,
+    state_on_device: bool | None,
+) -> HostStates | DeviceStates:
+    """Device-resident states where asked (by default: on CUDA, where the file carries
+    the pooled graph), host arrays otherwise."""
+    spec = model.spec
+    wanted = state_on_device if state_on_device is not None else model.provider == CUDA
+    pooled = model._pool_session() if wanted and graph_choice != "sequence" else None
+    if state_on_device is None:
+        state_on_device = pooled is not None
+    if not state_on_device:
+        return HostStates(spec.state_shapes, spec.state_dtypes, capacity, graph)
+    if pooled is None or len(spec.states) != 1:
+        raise ValueError(
+            "state_on_device needs the pooled one-step graph, which only this project's "
+            "GRU models carry (and graph='auto' or 'step')"
+        )
+    (state,) = spec.states
+    return DeviceStates(
+        pooled,
+        state=state.input,
+        shape=spec.state_shapes[state.input],
+        capacity=capacity,
+        device="cuda" if model.provider == CUDA else "cpu",
+    )
 
 
 def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int]:
@@ -155,6 +189,7 @@ class StreamPool:
         clock: Clock = time.monotonic,
         capacity: int = 64,
         graph: str = "auto",
+        state_on_device: bool | None = None,
     ) -> None:
         spec = model.spec
         if model._batch_axis is None or any(s.batch_axis is None for s in spec.states):
@@ -167,10 +202,7 @@ class StreamPool:
         self._clock = clock
         self._lock = threading.RLock()
         capacity = max(1, int(capacity))
-        self._states = {
-            s.input: np.zeros((capacity, *spec.state_shapes[s.input]), spec.state_dtypes[s.input])
-            for s in spec.states
-        }
+        self._store = _make_store(model, self._graph, capacity, graph, state_on_device)
         self._last_seen = np.zeros(capacity, np.float64)
         self._steps = np.zeros(capacity, np.int64)
         self._slots: dict[Any, int] = {}
@@ -187,6 +219,11 @@ class StreamPool:
 
     def __repr__(self) -> str:
         return f"StreamPool({len(self)} open streams, graph={self.graph!r}, model={self.model!r})"
+
+    @property
+    def state_on_device(self) -> bool:
+        """Whether the states stay in device memory between ticks (CUDA pools)."""
+        return isinstance(self._store, DeviceStates)
 
     @property
     def graph(self) -> str:
@@ -238,8 +275,7 @@ class StreamPool:
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        for name, arr in self._states.items():
-            arr[slot] = 0 if state is None else state[name]
+        self._store.write(slot, state)
         self._last_seen[slot] = last_seen
         self._steps[slot] = steps
         self._slots[key] = slot
@@ -249,10 +285,7 @@ class StreamPool:
     def _grow(self) -> None:
         old = len(self._last_seen)
         new = old * 2
-        for name, arr in self._states.items():
-            grown = np.zeros((new, *arr.shape[1:]), arr.dtype)
-            grown[:old] = arr
-            self._states[name] = grown
+        self._store.grow(new)
         self._last_seen = np.concatenate([self._last_seen, np.zeros(new - old)])
         self._steps = np.concatenate([self._steps, np.zeros(new - old, np.int64)])
         self._free.extend(range(new - 1, old - 1, -1))
@@ -410,10 +443,7 @@ class StreamPool:
         with self._lock:
             start = time.perf_counter()
             slots = self._slots_of(keys, check_distinct)
-            states = {name: np.take(arr, slots, axis=0) for name, arr in self._states.items()}
-            y, new = self._graph.run(samples, states)
-            for name, arr in self._states.items():
-                arr[slots] = new[name]
+            y = self._store.tick(slots, samples)
             self._last_seen[slots] = self._clock()
             self._steps[slots] += 1
             self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
@@ -428,9 +458,9 @@ class StreamPool:
         m = self.model
         with self._lock:
             slot = self._slot_of(key)
+            rows = self._store.read(np.array([slot]))
             states = {
-                s.input: m._batched_state(self._states[s.input][slot], s.batch_axis)
-                for s in m.spec.states
+                s.input: m._batched_state(rows[s.input][0], s.batch_axis) for s in m.spec.states
             }
             steps = int(self._steps[slot])
         return m._encode_snapshot(states, steps)
@@ -455,7 +485,9 @@ class StreamPool:
         """A copy of one stream's state, as ``Stream.state``."""
         with self._lock:
             slot = self._slot_of(key)
-            return {name: arr[slot].copy() for name, arr in self._states.items()}
+            return {
+                name: rows[0].copy() for name, rows in self._store.read(np.array([slot])).items()
+            }
 
     # -- expiry ------------------------------------------------------------------
     def idle_seconds(self, key: Any) -> float:
@@ -487,7 +519,7 @@ class StreamPool:
             keys = list(self._slots)
             slots = np.fromiter(self._slots.values(), np.int64, len(keys))
             arrays: dict[str, np.ndarray] = {
-                f"state:{name}": arr[slots] for name, arr in self._states.items()
+                f"state:{name}": rows for name, rows in self._store.read(slots).items()
             }
             arrays["idle"] = self._clock() - self._last_seen[slots]
             arrays["steps"] = self._steps[slots]
@@ -503,6 +535,7 @@ class StreamPool:
         *,
         clock: Clock = time.monotonic,
         graph: str = "auto",
+        state_on_device: bool | None = None,
     ) -> StreamPool:
         """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
         truncated or foreign file (another model's, even of the same shapes) raises
@@ -525,7 +558,9 @@ class StreamPool:
             raise SnapshotError(
                 f"pool file does not fit this model: arrays {got}, expected {expected}"
             )
-        pool = cls(model, clock=clock, capacity=max(n, 64), graph=graph)
+        pool = cls(
+            model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device
+        )
         now = clock()
         idle, steps = arrays["idle"], arrays["steps"]
         for i, key in enumerate(keys):

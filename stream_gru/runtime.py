@@ -25,7 +25,7 @@ from .checks import as_array, as_samples
 from .errors import ModelError, SnapshotError
 from .onnx_file import fingerprint_model_bytes
 from .session import SessionOptions, check_placement, create_session
-from .spec import STEP_METADATA_KEY, ModelIO, ModelSpec, read_spec
+from .spec import POOL_METADATA_KEY, STEP_METADATA_KEY, ModelIO, ModelSpec, read_spec
 
 if TYPE_CHECKING:
     from .pool import StreamPool
@@ -142,6 +142,7 @@ class StreamingModel:
         # node on the CPU). None on the CPU, where nothing is checked.
         self.placement = check_placement(session, provider, source=str(path))
         self._step_cache: tuple[StepGraph | None] | None = None
+        self._pool_cache: tuple[Any] | None = None
         self._step_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -170,17 +171,23 @@ class StreamingModel:
         return stream
 
     def pool(
-        self, *, clock: Callable[[], float] = time.monotonic, graph: str = "auto"
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        graph: str = "auto",
+        state_on_device: bool | None = None,
     ) -> StreamPool:
         """A ``StreamPool``: many streams of this model, one batched call per tick.
 
         ``graph``: "step" runs the one-step graph the file carries (faster at large
         batch), "sequence" the file's main graph (the one streams run, so a pool's
         results equal its streams' bit for bit), "auto" the first where there is one.
+        ``state_on_device``: keep the states in device memory between ticks (default:
+        on CUDA, for models that carry the pooled one-step graph).
         """
         from .pool import StreamPool
 
-        return StreamPool(self, clock=clock, graph=graph)
+        return StreamPool(self, clock=clock, graph=graph, state_on_device=state_on_device)
 
     def load_pool(
         self,
@@ -188,11 +195,14 @@ class StreamingModel:
         *,
         clock: Callable[[], float] = time.monotonic,
         graph: str = "auto",
+        state_on_device: bool | None = None,
     ) -> StreamPool:
         """A pool saved by ``StreamPool.save``; its streams continue bit-exact."""
         from .pool import StreamPool
 
-        return StreamPool.load(self, path, clock=clock, graph=graph)
+        return StreamPool.load(
+            self, path, clock=clock, graph=graph, state_on_device=state_on_device
+        )
 
     def _batched_graph(self, graph: str) -> BatchedGraph:
         if graph not in ("auto", "step", "sequence"):
@@ -215,12 +225,13 @@ class StreamingModel:
                 self._step_cache = (self._load_step_graph(),)
             return self._step_cache[0]
 
-    def _load_step_graph(self) -> StepGraph | None:
-        info = self.spec.step_graph
-        raw = self.session.get_modelmeta().custom_metadata_map.get(STEP_METADATA_KEY)
+    def _embedded_session(self, key: str, info: Mapping[str, Any] | None, what: str) -> Any:
+        """A session of a graph the file carries in its metadata (sha256-checked), or
+        None where it carries none."""
+        raw = self.session.get_modelmeta().custom_metadata_map.get(key)
         if info is None or raw is None:
             return None
-        source = f"{self.path} (one-step graph)"
+        source = f"{self.path} ({what})"
         try:
             data = base64.b64decode(raw.encode("ascii"), validate=True)
         except (ValueError, UnicodeEncodeError):
@@ -228,6 +239,38 @@ class StreamingModel:
         if hashlib.sha256(data).hexdigest() != info.get("sha256"):
             raise ModelError(f"{source} does not match its sha256 in the metadata")
         session, _ = create_session(data, self.options, source=source)
+        return session
+
+    def _pool_session(self) -> Any:
+        """The pooled one-step graph's session (state on a device), loaded once."""
+        with self._step_lock:
+            if self._pool_cache is None:
+                session = self._embedded_session(
+                    POOL_METADATA_KEY, self.spec.pool_graph, "pooled one-step graph"
+                )
+                if session is not None:
+                    (pair,) = self.spec.states
+                    zeros = np.zeros((1, *self.spec.state_shapes[pair.input]), np.float32)
+                    feeds = {
+                        "states": zeros,
+                        "slots": np.zeros(1, np.int64),
+                        "x": np.zeros((1, *self.spec.sample_shape), np.float32),
+                    }
+                    source = f"{self.path} (pooled one-step graph)"
+                    try:
+                        session.run(None, feeds)
+                    except Exception as e:
+                        raise ModelError(f"{source} fails on one zero sample: {e}") from None
+                    check_placement(session, self.provider, source=source)
+                self._pool_cache = (session,)
+            return self._pool_cache[0]
+
+    def _load_step_graph(self) -> StepGraph | None:
+        info = self.spec.step_graph
+        session = self._embedded_session(STEP_METADATA_KEY, info, "one-step graph")
+        if session is None or info is None:
+            return None
+        source = f"{self.path} (one-step graph)"
         try:
             io = ModelIO.from_json(info["io"])
         except (KeyError, TypeError, ValueError) as e:

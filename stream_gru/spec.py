@@ -23,6 +23,7 @@ from .errors import ModelError
 __all__ = [
     "METADATA_KEY",
     "METADATA_VERSION",
+    "POOL_METADATA_KEY",
     "STEP_METADATA_KEY",
     "ModelIO",
     "ModelSpec",
@@ -33,6 +34,7 @@ __all__ = [
 
 METADATA_KEY = "stream_gru"
 STEP_METADATA_KEY = "stream_gru.step"  # the one-step graph, base64 (see step_graph.py)
+POOL_METADATA_KEY = "stream_gru.pool"  # its pooled variant, for state kept on a device
 METADATA_VERSION = 1
 
 Dim = int | str | None
@@ -161,6 +163,7 @@ class ModelSpec:
     training: Mapping[str, Any] = field(default_factory=dict)
     format_version: int | None = None
     step_graph: Mapping[str, Any] | None = None
+    pool_graph: Mapping[str, Any] | None = None
 
     @property
     def states(self) -> tuple[StatePair, ...]:
@@ -413,6 +416,7 @@ def _own_spec(
             training=MappingProxyType(dict(meta.get("training", {}))),
             format_version=int(meta["format_version"]),
             step_graph=meta.get("step_graph"),
+            pool_graph=meta.get("pool_graph"),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None

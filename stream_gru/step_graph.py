@@ -31,9 +31,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .network import GRUModel
-from .spec import STEP_METADATA_KEY
+from .spec import POOL_METADATA_KEY, STEP_METADATA_KEY
 
-__all__ = ["STEP_METADATA_KEY", "build_step_graph", "encode_step_graph"]
+__all__ = [
+    "POOL_METADATA_KEY",
+    "STEP_METADATA_KEY",
+    "build_step_graph",
+    "encode_pool_graph",
+    "encode_step_graph",
+]
 
 _OPSET = 14
 
@@ -55,14 +61,22 @@ class _Builder:
         return outputs
 
 
-def build_step_graph(net: GRUModel) -> onnx.ModelProto | None:
-    """The one-step graph of a GRU network (``None`` for an LSTM: not written yet)."""
+def build_step_graph(net: GRUModel, *, pooled: bool = False) -> onnx.ModelProto | None:
+    """The one-step graph of a GRU network (``None`` for an LSTM: not written yet).
+
+    ``pooled``: the variant that keeps a whole pool's state in one tensor, for state
+    that stays on a device between ticks: ``states`` [capacity, num_layers,
+    hidden_size], ``slots`` int64 [batch] and ``x`` in; ``y`` and ``states_out`` (the
+    states with the ticked slots replaced: Gather, the cell, ScatterND) out.
+    """
     cfg = net.config
     if cfg.cell != "gru":
         return None
     h_size, layers = cfg.hidden_size, cfg.num_layers
     w = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
     b = _Builder()
+    if pooled:
+        b.op("Gather", ["states", "slots"], ["h0"], axis=0)
     (xc,) = b.op("Sub", ["x", b.const("feature_mean", w["feature_mean"])], ["x_centered"])
     (xin,) = b.op("Div", [xc, b.const("feature_std", w["feature_std"])], ["x_normalized"])
     axis1 = b.const("axis_1", np.array([1], np.int64))
@@ -130,25 +144,37 @@ def build_step_graph(net: GRUModel) -> onnx.ModelProto | None:
         (scaled,) = b.op("Mul", [head, b.const("target_std", w["target_std"])], ["y_scaled"])
         b.op("Add", [scaled, b.const("target_mean", w["target_mean"])], ["y"])
     f32 = TensorProto.FLOAT
-    graph = helper.make_graph(
-        b.nodes,
-        "stream_gru_step",
-        [
-            helper.make_tensor_value_info("x", f32, ["batch", cfg.input_size]),
-            helper.make_tensor_value_info("h0", f32, ["batch", layers, h_size]),
-        ],
-        [
-            helper.make_tensor_value_info("y", f32, ["batch", cfg.output_size]),
-            helper.make_tensor_value_info("hn", f32, ["batch", layers, h_size]),
-        ],
-        b.initializers,
-    )
+    x_info = helper.make_tensor_value_info("x", f32, ["batch", cfg.input_size])
+    y_info = helper.make_tensor_value_info("y", f32, ["batch", cfg.output_size])
+    if pooled:
+        (index,) = b.op(
+            "Unsqueeze", ["slots", b.const("axis_last", np.array([1], np.int64))], ["slots_2d"]
+        )
+        b.op("ScatterND", ["states", index, "hn"], ["states_out"])
+        states = ["capacity", layers, h_size]
+        inputs = [
+            helper.make_tensor_value_info("states", f32, states),
+            helper.make_tensor_value_info("slots", TensorProto.INT64, ["batch"]),
+            x_info,
+        ]
+        outputs = [y_info, helper.make_tensor_value_info("states_out", f32, states)]
+    else:
+        inputs = [x_info, helper.make_tensor_value_info("h0", f32, ["batch", layers, h_size])]
+        outputs = [y_info, helper.make_tensor_value_info("hn", f32, ["batch", layers, h_size])]
+    name = "stream_gru_pool_step" if pooled else "stream_gru_step"
+    graph = helper.make_graph(b.nodes, name, inputs, outputs, b.initializers)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="stream-gru"
     )
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def encode_pool_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:
+    """(metadata value, description) of the pooled one-step graph."""
+    data = model.SerializeToString()
+    return base64.b64encode(data).decode("ascii"), {"sha256": hashlib.sha256(data).hexdigest()}
 
 
 def encode_step_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:

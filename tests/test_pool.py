@@ -29,10 +29,18 @@ def model(gru_model):
     return sg.load(gru_model.onnx)
 
 
-@pytest.fixture(params=["sequence", "step"])
+@pytest.fixture(params=["sequence", "step", "device"])
 def graph(request):
-    """Pools run either graph; each is checked against references of its own graph."""
+    """Pools run either graph; each is checked against references of its own graph.
+    "device": the one-step graph with the states kept in one device tensor (ticked by
+    the pooled graph), here on the CPU: the same logic a CUDA pool runs."""
     return request.param
+
+
+def _options(graph):
+    if graph == "device":
+        return {"graph": "step", "state_on_device": True}
+    return {"graph": graph}
 
 
 class OneStreamPool:
@@ -61,12 +69,18 @@ def _ref(model, graph):
     return model.stream() if graph == "sequence" else OneStreamPool(model)
 
 
+def _pool(model, graph, **kwargs):
+    pool = model.pool(**_options(graph), **kwargs)
+    assert pool.state_on_device == (graph == "device")
+    return pool
+
+
 def _x(rng, n):
     return (rng.standard_normal((n, 3)) * 2).astype(np.float32)
 
 
 def test_a_tick_equals_each_streams_own_stream(model, graph, rng):
-    pool = model.pool(graph=graph)
+    pool = _pool(model, graph)
     refs = {}
     for k in ["a", 7, b"raw", ("site", 3), ("nested", ("t", b"x"))]:
         pool.open(k)
@@ -85,7 +99,7 @@ def test_a_tick_equals_each_streams_own_stream(model, graph, rng):
 
 @pytest.mark.parametrize("others", [0, 6, 1023, 9999])
 def test_a_streams_output_does_not_depend_on_its_tick(model, graph, rng, others):
-    pool = model.pool(graph=graph)
+    pool = _pool(model, graph)
     keys = list(range(others + 1))
     for k in keys:
         pool.open(k)
@@ -146,7 +160,7 @@ def test_bad_samples_name_every_key_and_change_nothing(model):
 
 
 def test_step_valid_steps_the_good_and_returns_the_rest(model, graph):
-    pool = model.pool(graph=graph)
+    pool = _pool(model, graph)
     for k in "ab":
         pool.open(k)
     ref = _ref(model, graph)
@@ -174,7 +188,7 @@ def test_keys_and_membership(model):
 
 
 def test_slots_are_reused_and_the_pool_grows(model, graph, rng):
-    pool = model.pool(graph=graph)
+    pool = _pool(model, graph)
     for i in range(200):  # past the initial capacity of 64
         pool.open(i)
     for i in range(0, 200, 2):
@@ -209,7 +223,7 @@ def test_expire_closes_idle_streams_and_returns_their_snapshots(model):
 
 
 def test_snapshot_moves_a_stream_between_pools(model, graph, rng):
-    a, b = model.pool(graph=graph), model.pool(graph=graph)
+    a, b = _pool(model, graph), _pool(model, graph)
     a.open("s")
     ref = _ref(model, graph)
     x = _x(rng, 10)
@@ -228,7 +242,7 @@ def test_snapshot_moves_a_stream_between_pools(model, graph, rng):
 
 def test_save_and_load_continue_bit_exact(model, graph, rng, tmp_path):
     clock = FakeClock()
-    pool = model.pool(clock=clock, graph=graph)
+    pool = _pool(model, graph, clock=clock)
     keys = ["a", 2**80, b"\x00\xff", ("t", 1, (b"z", "q"))]
     refs = {}
     for k in keys:
@@ -244,7 +258,7 @@ def test_save_and_load_continue_bit_exact(model, graph, rng, tmp_path):
     pool.save(path)
     clock2 = FakeClock()
     clock2.now = 5.0  # another process: another monotonic origin
-    loaded = model.load_pool(path, clock=clock2, graph=graph)
+    loaded = model.load_pool(path, clock=clock2, **_options(graph))
     assert loaded.keys() == keys
     for k in keys:
         assert loaded.idle_seconds(k) == pytest.approx(42)
@@ -354,7 +368,7 @@ class PoolAgainstStreams(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.clock = FakeClock()
-        self.pool = PoolAgainstStreams.model.pool(clock=self.clock, graph=PoolAgainstStreams.graph)
+        self.pool = _pool(PoolAgainstStreams.model, PoolAgainstStreams.graph, clock=self.clock)
         self.refs: dict = {}
 
     @rule(key=KEYS)
@@ -411,7 +425,7 @@ class PoolAgainstStreams(RuleBasedStateMachine):
     def restart(self):
         self.pool.save(PoolAgainstStreams.path)
         self.pool = PoolAgainstStreams.model.load_pool(
-            PoolAgainstStreams.path, clock=self.clock, graph=PoolAgainstStreams.graph
+            PoolAgainstStreams.path, clock=self.clock, **_options(PoolAgainstStreams.graph)
         )
 
     @invariant()

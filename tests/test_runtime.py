@@ -203,6 +203,7 @@ def test_cuda_matches_cpu(gru_model, rng):
     cpu = sg.load(gru_model.onnx, provider="cpu")
     np.testing.assert_allclose(ys, cpu.stream().feed(x), atol=1e-5)
     pools = [m.pool() for m in (gpu, cpu)]
+    assert pools[0].state_on_device and not pools[1].state_on_device
     keys = list(range(64))
     for p in pools:
         for k in keys:

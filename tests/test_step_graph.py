@@ -73,3 +73,28 @@ def test_the_step_graph_is_described_in_the_metadata(gru_model):
     )
     ops = {n.op_type for n in step.graph.node}
     assert "GRU" not in ops and {"Gemm", "Sigmoid", "Tanh"} <= ops
+
+
+def test_device_resident_states_where_asked(gru_model, lstm_model):
+    model = sg.load(gru_model.onnx)
+    assert not model.pool().state_on_device  # on the CPU the host arrays are the default
+    assert model.pool(state_on_device=True).state_on_device
+    with pytest.raises(ValueError, match="state_on_device needs the pooled one-step graph"):
+        model.pool(graph="sequence", state_on_device=True)
+    with pytest.raises(ValueError, match="state_on_device needs the pooled one-step graph"):
+        sg.load(lstm_model.onnx).pool(state_on_device=True)
+
+
+def test_a_tampered_pooled_graph_is_refused(gru_model, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(gru_model.onnx))
+    entry = next(p for p in proto.metadata_props if p.key == "stream_gru.pool")
+    data = bytearray(base64.b64decode(entry.value))
+    data[-10] ^= 0xFF
+    entry.value = base64.b64encode(bytes(data)).decode()
+    path = tmp_path / "tampered.onnx"
+    onnx.save(proto, str(path))
+    model = sg.load(path)
+    assert model.pool().graph == "step"  # the host path does not need the pooled graph
+    with pytest.raises(sg.ModelError, match=r"pooled one-step graph.*does not match its sha256"):
+        model.pool(state_on_device=True)
