@@ -43,6 +43,9 @@ _POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
 
 
+_PLAIN_KEY_TYPES = {str, int, bytes}
+
+
 def _is_key(key: Any) -> bool:
     """Whether ``key`` is of a type ``open`` accepts (see ``check_key``)."""
     kind = type(key)
@@ -411,13 +414,16 @@ class StreamPool:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
         that are not open or named twice."""
         generation, recent_keys, recent_slots = self._recent
-        if (
-            generation == self._generation
-            and len(keys) == len(recent_keys)
-            and all(map(operator.is_, keys, recent_keys))  # the same key objects
-        ):
-            return recent_slots  # checked when it was looked up
-        if not all(map(_is_key, keys)):
+        if generation == self._generation and len(keys) == len(recent_keys):
+            # The same key objects, or equal keys of plain types (for those, equal means
+            # the same key): the slots checked when they were looked up still hold.
+            if all(map(operator.is_, keys, recent_keys)):
+                return recent_slots
+            if set(map(type, keys)) <= _PLAIN_KEY_TYPES and keys == recent_keys:
+                return recent_slots
+        # Keys of refused types (1.0 and True hash like 1) must not reach a stream; the
+        # types are read in one C-level pass, the slow check only for unusual ones.
+        if not set(map(type, keys)) <= _PLAIN_KEY_TYPES and not all(map(_is_key, keys)):
             missing = [k for k in keys if not _is_open(self._slots, k)]
             self._rejected += len(missing)
             raise KeyError(f"streams not open in this pool: {missing[:20]!r}")
