@@ -600,3 +600,15 @@ def test_mixed_samples_keep_the_input_order(model):
         np.testing.assert_array_equal(out[k], refs[k].step(samples[k]))
     result = pool.step_valid({"a": [0, 0, 0], "b": np.array([np.nan, 0, 0]), "c": np.ones(3)})
     assert list(result.outputs) == ["a", "c"] and list(result.rejected) == ["b"]
+
+
+def test_the_slot_cache_never_lets_a_refused_key_through(model):
+    pool = model.pool()
+    pool.open(1)
+    x = np.ones((1, 3))
+    pool.step_batch([1], x)
+    pool.step_batch([1], x)  # equal plain keys: served from the cache
+    for alien in (1.0, True, np.int64(1)):
+        with pytest.raises(KeyError, match="not open in this pool"):
+            pool.step_batch([alien], x)
+    assert pool.steps(1) == 2
