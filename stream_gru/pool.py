@@ -365,6 +365,8 @@ class StreamPool:
                 ) from None
             raise
         if samples.shape[0] != len(keys):
+            with self._lock:
+                self._rejected += max(samples.shape[0], len(keys))
             raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
