@@ -131,16 +131,14 @@ class StreamingModel:
             for s in io.states
         }
         # One step on a zero sample: proves the graph runs, and sizes the step buffers.
+        # On CUDA it also tells which provider ran each node (``placement``, None on
+        # the CPU, where nothing is checked).
         zero = self._as_model_input(np.zeros(spec.sample_shape, np.float32), with_time=False)
-        try:
-            y, _ = self._run(zero, self._initial)
-        except Exception as e:  # onnxruntime's own exception types
-            raise ModelError(f"{path}: the model fails on one zero sample: {e}") from None
+        (y, _), self.placement = self._first_run(
+            session, str(path), lambda: self._run(zero, self._initial)
+        )
         self._step_x_shape = zero.shape
         self._step_y = (y.shape, y.dtype)
-        # On CUDA: which provider ran each node of that first call (warns about any
-        # node on the CPU). None on the CPU, where nothing is checked.
-        self.placement = check_placement(session, provider, source=str(path))
         self._step_cache: tuple[StepGraph | None] | None = None
         self._pool_cache: tuple[Any] | None = None
         self._step_lock = threading.Lock()
@@ -218,6 +216,17 @@ class StreamingModel:
                 )
         return SequenceGraph(self)
 
+    def _first_run(
+        self, session: Any, source: str, run: Callable[[], Any]
+    ) -> tuple[Any, dict[str, str] | None]:
+        """Run a session's first call on zeros (proves the graph runs) and check where
+        its nodes ran (on CUDA): (what ``run`` returned, the placement or None)."""
+        try:
+            result = run()
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelError(f"{source} fails on one zero sample: {e}") from None
+        return result, check_placement(session, self.provider, source=source)
+
     def _step_graph(self) -> StepGraph | None:
         """The one-step graph from the metadata, loaded once; None where there is none."""
         with self._step_lock:
@@ -225,13 +234,12 @@ class StreamingModel:
                 self._step_cache = (self._load_step_graph(),)
             return self._step_cache[0]
 
-    def _embedded_session(self, key: str, info: Mapping[str, Any] | None, what: str) -> Any:
+    def _embedded_session(self, key: str, info: Mapping[str, Any] | None, source: str) -> Any:
         """A session of a graph the file carries in its metadata (sha256-checked), or
         None where it carries none."""
         raw = self.session.get_modelmeta().custom_metadata_map.get(key)
         if info is None or raw is None:
             return None
-        source = f"{self.path} ({what})"
         try:
             data = base64.b64decode(raw.encode("ascii"), validate=True)
         except (ValueError, UnicodeEncodeError):
@@ -245,32 +253,25 @@ class StreamingModel:
         """The pooled one-step graph's session (state on a device), loaded once."""
         with self._step_lock:
             if self._pool_cache is None:
-                session = self._embedded_session(
-                    POOL_METADATA_KEY, self.spec.pool_graph, "pooled one-step graph"
-                )
+                source = f"{self.path} (pooled one-step graph)"
+                session = self._embedded_session(POOL_METADATA_KEY, self.spec.pool_graph, source)
                 if session is not None:
                     (pair,) = self.spec.states
-                    zeros = np.zeros((1, *self.spec.state_shapes[pair.input]), np.float32)
                     feeds = {
-                        "states": zeros,
+                        "states": np.zeros((1, *self.spec.state_shapes[pair.input]), np.float32),
                         "slots": np.zeros(1, np.int64),
                         "x": np.zeros((1, *self.spec.sample_shape), np.float32),
                     }
-                    source = f"{self.path} (pooled one-step graph)"
-                    try:
-                        session.run(None, feeds)
-                    except Exception as e:
-                        raise ModelError(f"{source} fails on one zero sample: {e}") from None
-                    check_placement(session, self.provider, source=source)
+                    self._first_run(session, source, lambda: session.run(None, feeds))
                 self._pool_cache = (session,)
             return self._pool_cache[0]
 
     def _load_step_graph(self) -> StepGraph | None:
         info = self.spec.step_graph
-        session = self._embedded_session(STEP_METADATA_KEY, info, "one-step graph")
+        source = f"{self.path} (one-step graph)"
+        session = self._embedded_session(STEP_METADATA_KEY, info, source)
         if session is None or info is None:
             return None
-        source = f"{self.path} (one-step graph)"
         try:
             io = ModelIO.from_json(info["io"])
         except (KeyError, TypeError, ValueError) as e:
@@ -294,11 +295,8 @@ class StreamingModel:
             ],
         )
         zeros = {k: np.zeros((1, *v.shape), v.dtype) for k, v in self.initial_state().items()}
-        try:  # one zero step: proves the graph runs (and, on CUDA, where its nodes ran)
-            step.run(np.zeros((1, *self.spec.sample_shape), np.float32), zeros)
-        except Exception as e:
-            raise ModelError(f"{source} fails on one zero sample: {e}") from None
-        check_placement(session, self.provider, source=source)
+        x = np.zeros((1, *self.spec.sample_shape), np.float32)
+        self._first_run(session, source, lambda: step.run(x, zeros))
         return step
 
     def initial_state(self) -> dict[str, np.ndarray]:
