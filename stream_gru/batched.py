@@ -21,7 +21,16 @@ import numpy as np
 if TYPE_CHECKING:
     from .runtime import StreamingModel
 
-__all__ = ["BatchedGraph", "SequenceGraph", "StepGraph"]
+__all__ = ["GRAPH_CHOICES", "BatchedGraph", "SequenceGraph", "StepGraph", "check_graph_choice"]
+
+GRAPH_CHOICES = ("auto", "step", "sequence")
+
+
+def check_graph_choice(graph: str) -> None:
+    """``ValueError`` unless ``graph`` names a pool graph choice (``model.pool``)."""
+    if graph not in GRAPH_CHOICES:
+        raise ValueError(f"graph must be 'auto', 'step' or 'sequence', got {graph!r}")
+
 
 States = Mapping[str, np.ndarray]
 

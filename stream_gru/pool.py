@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import snapshot as _snapshot
+from .batched import check_graph_choice
 from .checks import as_samples
 from .errors import SnapshotError
 from .files import atomic_write_bytes
@@ -32,7 +33,6 @@ from .session import CUDA
 from .state_store import DeviceStates, HostStates
 
 if TYPE_CHECKING:
-    from .batched import BatchedGraph
     from .runtime import StreamingModel
 
 __all__ = ["PoolStats", "StreamPool", "TickResult", "check_key"]
@@ -72,20 +72,19 @@ def _is_open(slots: Mapping[Any, int], key: Any) -> bool:
 
 
 def _make_store(
-    model: StreamingModel,
-    graph: BatchedGraph,
-    capacity: int,
-    graph_choice: str,
-    state_on_device: bool | None,
+    model: StreamingModel, capacity: int, graph_choice: str, state_on_device: bool | None
 ) -> HostStates | DeviceStates:
     """Device-resident states where asked (by default: on CUDA, where the file carries
-    the pooled graph), host arrays otherwise."""
+    the pooled graph), host arrays otherwise. Only the graph that will serve the
+    ticks is loaded."""
+    check_graph_choice(graph_choice)
     spec = model.spec
     wanted = state_on_device if state_on_device is not None else model.provider == CUDA
     pooled = model._pool_session() if wanted and graph_choice != "sequence" else None
     if state_on_device is None:
         state_on_device = pooled is not None
     if not state_on_device:
+        graph = model._batched_graph(graph_choice)
         return HostStates(spec.state_shapes, spec.state_dtypes, capacity, graph)
     if pooled is None or len(spec.states) != 1:
         raise ValueError(
@@ -201,11 +200,10 @@ class StreamPool:
                 "or a state has none (ModelIO batch_axis=None): use one Stream per key"
             )
         self.model = model
-        self._graph = model._batched_graph(graph)
         self._clock = clock
         self._lock = threading.RLock()
         capacity = max(1, int(capacity))
-        self._store = _make_store(model, self._graph, capacity, graph, state_on_device)
+        self._store = _make_store(model, capacity, graph, state_on_device)
         self._last_seen = np.zeros(capacity, np.float64)
         self._steps = np.zeros(capacity, np.int64)
         self._slots: dict[Any, int] = {}
@@ -231,7 +229,7 @@ class StreamPool:
     @property
     def graph(self) -> str:
         """Which graph serves this pool's ticks: "step" or "sequence" (see ``model.pool``)."""
-        return self._graph.name
+        return self._store.graph_name
 
     # -- membership --------------------------------------------------------------
     def __contains__(self, key: object) -> bool:

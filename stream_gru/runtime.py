@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import snapshot as _snapshot
-from .batched import BatchedGraph, SequenceGraph, StepGraph
+from .batched import BatchedGraph, SequenceGraph, StepGraph, check_graph_choice
 from .binding import StepBinding
 from .checks import as_array, as_samples
 from .errors import ModelError, SnapshotError
@@ -203,8 +203,7 @@ class StreamingModel:
         )
 
     def _batched_graph(self, graph: str) -> BatchedGraph:
-        if graph not in ("auto", "step", "sequence"):
-            raise ValueError(f"graph must be 'auto', 'step' or 'sequence', got {graph!r}")
+        check_graph_choice(graph)
         if graph != "sequence":
             step = self._step_graph()
             if step is not None:

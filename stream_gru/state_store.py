@@ -34,6 +34,7 @@ class HostStates:
 
     def __init__(self, shapes: Shapes, dtypes: Dtypes, capacity: int, graph: BatchedGraph):
         self._graph = graph
+        self.graph_name = graph.name
         self._arrays = {n: np.zeros((capacity, *shape), dtypes[n]) for n, shape in shapes.items()}
 
     def write(self, slot: int, state: Mapping[str, np.ndarray] | None) -> None:
@@ -61,7 +62,7 @@ class DeviceStates:
     """One state tensor on a device (``"cuda"``, or ``"cpu"`` to test the same logic
     without one), ticked by the pooled one-step graph."""
 
-    name = "device"
+    graph_name = "step"  # the pooled variant of the one-step graph
 
     def __init__(
         self,
