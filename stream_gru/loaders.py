@@ -112,17 +112,7 @@ def load_csv(
         else:
             y, mask = _shift_target(y_all[idx][:, None], horizon)
             recordings.append(Recording(x, y, mask, name))
-    ds = SensorDataset(
-        recordings=tuple(recordings),
-        feature_names=tuple(feature_names),
-        output_names=tuple(output_names),
-        task=kind,
-        target=target,
-        horizon=horizon,
-        source=str(path),
-    )
-    _check_has_valid_steps(ds)
-    return ds
+    return _dataset(recordings, feature_names, output_names, kind, target, horizon, path)
 
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
@@ -323,17 +313,7 @@ def load_npz(
             yi, mask = _shift_target(y[i, : lengths[i]].astype(np.float32), horizon)
             recordings.append(Recording(x[i, : lengths[i]], yi, mask, f"{path.stem}[{i}]"))
         target = "y"
-    ds = SensorDataset(
-        recordings=tuple(recordings),
-        feature_names=feature_names,
-        output_names=output_names,
-        task=kind,
-        target=target,
-        horizon=horizon,
-        source=str(path),
-    )
-    _check_has_valid_steps(ds)
-    return ds
+    return _dataset(recordings, feature_names, output_names, kind, target, horizon, path)
 
 
 def _npz_lengths(path: Path, lengths: np.ndarray | None, n: int, steps: int) -> list[int]:
@@ -435,6 +415,29 @@ def _shift_target(y: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     if steps > horizon:
         out[: steps - horizon] = y[horizon:]
     return out, mask
+
+
+def _dataset(
+    recordings: Sequence[Recording],
+    feature_names: Sequence[str],
+    output_names: Sequence[str],
+    task: Task,
+    target: str,
+    horizon: int,
+    path: Path,
+) -> SensorDataset:
+    """The loaded dataset, refused where no step has a valid target."""
+    ds = SensorDataset(
+        recordings=tuple(recordings),
+        feature_names=tuple(feature_names),
+        output_names=tuple(output_names),
+        task=task,
+        target=target,
+        horizon=horizon,
+        source=str(path),
+    )
+    _check_has_valid_steps(ds)
+    return ds
 
 
 def _check_has_valid_steps(ds: SensorDataset) -> None:

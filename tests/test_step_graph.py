@@ -47,15 +47,20 @@ def test_pools_of_an_lstm_run_the_sequence_graph(lstm_model):
         model.pool(graph="fast")
 
 
-def test_a_tampered_step_graph_is_refused(gru_model, tmp_path):
+def _tamper(model_path, key, out):
+    """A copy of the model with one byte of an embedded graph flipped."""
     onnx = pytest.importorskip("onnx")
-    proto = onnx.load(str(gru_model.onnx))
-    entry = next(p for p in proto.metadata_props if p.key == "stream_gru.step")
+    proto = onnx.load(str(model_path))
+    entry = next(p for p in proto.metadata_props if p.key == key)
     data = bytearray(base64.b64decode(entry.value))
     data[-10] ^= 0xFF
     entry.value = base64.b64encode(bytes(data)).decode()
-    path = tmp_path / "tampered.onnx"
-    onnx.save(proto, str(path))
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_tampered_step_graph_is_refused(gru_model, tmp_path):
+    path = _tamper(gru_model.onnx, "stream_gru.step", tmp_path / "tampered.onnx")
     model = sg.load(path)  # the sequence graph is intact: streams still run
     model.stream().step(np.zeros(3))
     with pytest.raises(sg.ModelError, match="does not match its sha256"):
@@ -86,14 +91,7 @@ def test_device_resident_states_where_asked(gru_model, lstm_model):
 
 
 def test_a_tampered_pooled_graph_is_refused(gru_model, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    proto = onnx.load(str(gru_model.onnx))
-    entry = next(p for p in proto.metadata_props if p.key == "stream_gru.pool")
-    data = bytearray(base64.b64decode(entry.value))
-    data[-10] ^= 0xFF
-    entry.value = base64.b64encode(bytes(data)).decode()
-    path = tmp_path / "tampered.onnx"
-    onnx.save(proto, str(path))
+    path = _tamper(gru_model.onnx, "stream_gru.pool", tmp_path / "tampered.onnx")
     model = sg.load(path)
     assert model.pool().graph == "step"  # the host path does not need the pooled graph
     with pytest.raises(sg.ModelError, match=r"pooled one-step graph.*does not match its sha256"):
