@@ -301,17 +301,18 @@ class StreamPool:
         """
         keys, xs, rejected = self._check_samples(samples)
         with self._lock:
-            unknown = [k for k in samples if not _is_open(self._slots, k)]
-            if unknown:
-                self._rejected += len(unknown)
-                raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
-            if rejected:
+            if rejected:  # an unknown key is reported before bad samples
+                named = list(samples)
+                unknown = [k for k, ok in zip(named, self._open_mask(named), strict=True) if not ok]
+                if unknown:
+                    self._rejected += len(unknown)
+                    raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
                 self._rejected += len(rejected)
                 reasons = "; ".join(f"{k!r}: {why}" for k, why in rejected.items())
                 raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
             if not keys:
                 return {}
-            ys = self._tick(keys, xs)
+            ys = self._tick(keys, xs)  # KeyError, naming them, for keys that are not open
         return dict(zip(keys, ys, strict=True))
 
     def step_valid(self, samples: Mapping[Any, Any]) -> TickResult:
@@ -323,7 +324,7 @@ class StreamPool:
         """
         keys, xs, rejected = self._check_samples(samples)
         with self._lock:
-            still_open = [_is_open(self._slots, k) for k in keys]
+            still_open = self._open_mask(keys)
             if not all(still_open):
                 rejected.update(
                     {k: "stream not open" for k, ok in zip(keys, still_open, strict=True) if not ok}
@@ -409,6 +410,12 @@ class StreamPool:
             except (ValueError, TypeError) as e:
                 rejected[keys[i]] = str(e)
         return [k for k, good in zip(keys, ok.tolist(), strict=True) if good], stacked[ok], rejected
+
+    def _open_mask(self, keys: list[Any]) -> list[bool]:
+        """Which keys are open (under the lock); one C-level pass for plain key types."""
+        if set(map(type, keys)) <= _PLAIN_KEY_TYPES:
+            return [k in self._slots for k in keys]
+        return [_is_open(self._slots, k) for k in keys]
 
     def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
