@@ -52,6 +52,20 @@ def _where_not_finite(
     return f"{value} at {', '.join(parts)}{more}"
 
 
+def _require_finite(
+    out: np.ndarray,
+    original: np.ndarray,
+    what: str,
+    axis_names: Sequence[str],
+    feature_names: Sequence[str],
+) -> None:
+    """``ValueError`` naming the first NaN/Inf of ``out`` (the converted ``original``)."""
+    if not np.isfinite(out).all():
+        overflow = f" (overflows {out.dtype.name})" if np.isfinite(original).all() else ""
+        found = _where_not_finite(out, axis_names, feature_names)
+        raise ValueError(f"{what} must be finite, found {found}{overflow}")
+
+
 def as_array(
     x: Any,
     shape: tuple[int, ...],
@@ -67,10 +81,7 @@ def as_array(
         raise ValueError(f"{what} has shape {arr.shape}, expected {shape}{hint}")
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.array(arr, dtype=dtype, copy=True, order="C")
-    if not np.isfinite(out).all():
-        names = ["index"] * out.ndim
-        src = f" (overflows {dtype.name})" if np.isfinite(arr).all() else ""
-        raise ValueError(f"{what} must be finite, found {_where_not_finite(out, names, ())}{src}")
+    _require_finite(out, arr, what, ["index"] * out.ndim, ())
     return out
 
 
@@ -97,13 +108,6 @@ def as_samples(
         raise ValueError(f"{what} has shape {arr.shape}, expected ({expected}){hint}")
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        axes = [
-            *leading,
-            *(["feature"] if len(sample_shape) == 1 else ["index"] * len(sample_shape)),
-        ]
-        overflow = " (overflows float32)" if np.isfinite(arr).all() else ""
-        raise ValueError(
-            f"{what} must be finite, found {_where_not_finite(out, axes, feature_names)}{overflow}"
-        )
+    per_sample = ["feature"] if len(sample_shape) == 1 else ["index"] * len(sample_shape)
+    _require_finite(out, arr, what, [*leading, *per_sample], feature_names)
     return out
