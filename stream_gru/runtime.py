@@ -422,10 +422,8 @@ class Stream:
             constants=io.constants,
         )
         self._x = self._fast.x.reshape(model.spec.sample_shape)  # a view of the input buffer
-        drop = {a for a in (model._batch_axis, model._time_axis) if a is not None}
-        self._y = self._fast.y.reshape(
-            [d for i, d in enumerate(self._fast.y.shape) if i not in drop]
-        )
+        self._y = model._from_model_output(self._fast.y, with_time=False)  # a view, too
+        assert np.shares_memory(self._y, self._fast.y)
         # A short vector is checked fastest as Python floats, a long one by numpy.
         self._small = self._x.ndim == 1 and self._x.size <= 64
         self._steps = 0
