@@ -40,11 +40,16 @@ def _numeric(x: Any, what: str) -> np.ndarray:
 
 
 def _where_not_finite(
-    arr: np.ndarray, axis_names: Sequence[str], feature_names: Sequence[str]
+    arr: np.ndarray,
+    axis_names: Sequence[str],
+    feature_names: Sequence[str],
+    values: np.ndarray | None = None,
 ) -> str:
+    """Where ``arr``'s first non-finite value is, and that value (taken from
+    ``values`` where given: the caller's input before conversion)."""
     bad = np.argwhere(~np.isfinite(arr))
     index = tuple(int(i) for i in bad[0])
-    value = arr[index]
+    value = (arr if values is None else values)[index]
     parts = [f"{name} {i}" for name, i in zip(axis_names, index, strict=False)]
     if feature_names and len(index) == len(axis_names) and axis_names[-1] == "feature":
         parts[-1] = f"feature {index[-1]} ('{feature_names[index[-1]]}')"
@@ -61,9 +66,11 @@ def _require_finite(
 ) -> None:
     """``ValueError`` naming the first NaN/Inf of ``out`` (the converted ``original``)."""
     if not np.isfinite(out).all():
-        overflow = f" (overflows {out.dtype.name})" if np.isfinite(original).all() else ""
+        if np.isfinite(original).all():  # finite before conversion: too big for float32
+            found = _where_not_finite(out, axis_names, feature_names, np.asarray(original))
+            raise ValueError(f"{what} must fit {out.dtype.name}, found {found}, which overflows")
         found = _where_not_finite(out, axis_names, feature_names)
-        raise ValueError(f"{what} must be finite, found {found}{overflow}")
+        raise ValueError(f"{what} must be finite, found {found}")
 
 
 def as_array(

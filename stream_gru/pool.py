@@ -553,6 +553,10 @@ class StreamPool:
         """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
         truncated or foreign file (another model's, even of the same shapes) raises
         ``SnapshotError``."""
+        if os.path.isdir(path):
+            raise SnapshotError(
+                f"{path} is a directory, expected a file written by StreamPool.save"
+            )
         with open(path, "rb") as f:
             blob = f.read()
         arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what="pool file")

@@ -38,7 +38,7 @@ def _assert_unchanged(s, x_next, expected, steps=10):
         ([1.0, 2.0], ValueError, r"shape \(2,\)"),
         (np.array([1.0, np.nan, 0.0]), ValueError, r"finite, found nan at feature 1 \('ay'\)"),
         (np.array([np.inf, 0.0, 0.0]), ValueError, r"finite, found inf at feature 0 \('ax'\)"),
-        (np.array([1e39, 0.0, 0.0]), ValueError, r"overflows float32"),
+        (np.array([1e39, 0.0, 0.0]), ValueError, r"must fit float32, found 1e\+39 at feature 0"),
         (np.array([True, False, True]), TypeError, r"dtype bool"),
         (np.array([1 + 2j, 0, 0]), TypeError, r"dtype complex128 \(complex\)"),
         (np.array(["1", "2", "3"]), TypeError, r"dtype <U1 \(str\)"),
