@@ -78,8 +78,11 @@ def fingerprint_model_bytes(data: bytes, *, source: str = "model") -> str:
     """The sha256 (hex) of the graph's initializers, in graph order.
 
     Each initializer's serialized ``TensorProto`` (name, dims, type and data) goes into
-    the hash, so two models with the same shapes but other weights differ. Raises
-    ``ModelError`` where the bytes are not a protobuf with a graph.
+    the hash, so two models with the same shapes but other weights differ. A graph
+    with no initializers keeps its weights in ``Constant`` nodes (Silero VAD: inside
+    the branches of an ``If``), so then the whole serialized graph is hashed instead:
+    otherwise every such model would share the hash of nothing. Raises ``ModelError``
+    where the bytes are not a protobuf with a graph.
     """
     view = memoryview(data)
     digest = hashlib.sha256()
@@ -99,4 +102,7 @@ def fingerprint_model_bytes(data: bytes, *, source: str = "model") -> str:
                 count += 1
     except _WireError as e:
         raise ModelError(f"{source} is not an ONNX model: {e}") from None
+    if count == 0:
+        digest.update(b"graph without initializers\0")
+        digest.update(graph)
     return digest.hexdigest()

@@ -171,6 +171,30 @@ def test_spec_and_provider(gru_model, lstm_model):
     assert lstm.fingerprint != spec.fingerprint
 
 
+def test_the_fingerprint_covers_weights_kept_in_constant_nodes():
+    """A graph without initializers (Silero VAD keeps its weights in Constant nodes
+    inside an If) is fingerprinted by the whole graph, not by the hash of nothing."""
+    pytest.importorskip("onnx")
+    import hashlib
+
+    from onnx import TensorProto, helper
+
+    from stream_gru.onnx_file import fingerprint_model_bytes
+
+    def model(w: float, **meta: str):
+        value = helper.make_tensor("w", TensorProto.FLOAT, [1], [w])
+        nodes = [helper.make_node("Constant", [], ["w"], value=value)]
+        nodes.append(helper.make_node("Add", ["x", "w"], ["y"]))
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy"]
+        m = helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]))
+        helper.set_model_props(m, meta)
+        return fingerprint_model_bytes(m.SerializeToString())
+
+    one, two = model(1.0), model(2.0)
+    assert one != two and hashlib.sha256(b"").hexdigest() not in (one, two)
+    assert model(1.0, note="metadata is not part of the weights") == one
+
+
 def test_provider_choices(gru_model):
     import onnxruntime as ort
 
