@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,27 @@ def test_realtime_pipe(motions_model):
 def test_a_missing_model_says_what_to_do(tmp_path):
     r = _run("sensor_fleet.py", "--model", str(tmp_path / "none.onnx"))
     assert r.returncode != 0 and "run `make demo` first" in r.stderr
+
+
+def test_silero_vad(tmp_path):
+    try:
+        importlib.metadata.distribution("silero-vad")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the silero-vad wheel is not installed (make install adds it)")
+    r = _run("silero_vad.py", "--streams", "4")
+    assert r.returncode == 0, r.stderr
+    segments = [line.split() for line in r.stdout.splitlines() if line.startswith("speech ")]
+    # The clip speaks from 1.0 s to 4.55 s, with a pause after "Hello." (1.5 s to 1.8 s).
+    bounds = [float(t) for s in segments for t in (s[1], s[4])]
+    assert bounds == pytest.approx([1.06, 1.47, 1.86, 4.58], abs=0.1)
+    assert "pool of 4 streams: 688 chunks" in r.stdout
+    assert "same probabilities as the single stream: yes" in r.stdout
+
+    stereo = tmp_path / "stereo.wav"
+    with wave.open(str(stereo), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44_100)
+        w.writeframes(bytes(4 * 2048))
+    r = _run("silero_vad.py", "--wav", str(stereo))
+    assert r.returncode != 0 and "16 kHz mono 16-bit" in r.stderr
