@@ -77,3 +77,44 @@ def test_runtime_does_not_import_the_benchmark() -> None:
     code = "import stream_gru, sys; print(sorted(m for m in sys.modules if 'bench' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_quick_soak_passes_its_checks(tmp_path: Path) -> None:
+    """The soak (benchmarks/soak.py) at its quick size: every check passes, and each
+    figure the README quotes is in its JSON."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "soak.json"
+    run = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "soak.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    r = json.loads(out.read_text())
+    assert r["one_stream"]["ok"] and r["pool"]["ok"] and not r["pool"]["problems"]
+    assert r["pool"]["rejected"] > 0 and r["pool"]["expired"] > 0 and r["pool"]["restored"] > 0
+    assert r["pool"]["stream_steps_checked"] > 0
+    assert 0 < r["one_stream"]["max_abs_diff"] <= 1e-5
+
+
+def test_the_soak_notices_a_stream_that_lost_its_state(tmp_path: Path, monkeypatch) -> None:
+    """A pool whose restore forgets the snapshot's state must fail the soak's checks."""
+    import importlib.util as iu
+
+    import stream_gru as sg
+
+    root = Path(__file__).resolve().parents[1]
+    spec = iu.spec_from_file_location("soak", root / "benchmarks" / "soak.py")
+    soak = iu.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "soak", soak)  # dataclasses look their module up
+    spec.loader.exec_module(soak)
+    model, net64 = soak.make_model(tmp_path, 0)
+    assert soak.soak_pool(model, net64, soak.QUICK)["ok"]
+    restore = sg.StreamPool.restore
+
+    def forgetful(self, key, blob):
+        restore(self, key, self.model.stream().snapshot())
+
+    monkeypatch.setattr(sg.StreamPool, "restore", forgetful)
+    assert not soak.soak_pool(model, net64, soak.QUICK)["ok"]
