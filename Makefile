@@ -14,13 +14,14 @@ RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.p
 	stream_gru/session.py stream_gru/binding.py stream_gru/runtime.py stream_gru/batched.py \
 	stream_gru/state_store.py stream_gru/pool.py stream_gru/pipe.py
 
-.PHONY: install demo test bench lint format clean help
+.PHONY: install demo test bench soak lint format clean help
 
 help:
 	@echo "make install  create .venv: torch (CPU), the package with its train extra, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
 	@echo "make bench    the runtime against plain onnxruntime and PyTorch (a few minutes)"
+	@echo "make soak     1M steps of one stream, 1,000 ticks of a 10,000-stream pool, vs PyTorch"
 	@echo "make lint     ruff check, ruff format --check, mypy on the runtime"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv and the demo's output"
@@ -31,6 +32,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH)
 	$(PIP) install -e ".[train,dev]"
+# --no-deps: only the ONNX file in the wheel is used (tests, examples); its deps would pull torch.
+	$(PIP) install --no-deps silero-vad==6.2.3
 	touch $@
 
 demo: install
@@ -41,6 +44,9 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+soak: install
+	$(BIN)/python benchmarks/soak.py
 
 lint: install
 	$(BIN)/ruff check .
