@@ -13,6 +13,7 @@ the tests prove it against one ``Stream`` per key.
 from __future__ import annotations
 
 import base64
+import json
 import operator
 import os
 import threading
@@ -34,8 +35,9 @@ from .state_store import DeviceStates, HostStates
 
 if TYPE_CHECKING:
     from .runtime import StreamingModel
+    from .spec import ModelSpec
 
-__all__ = ["PoolStats", "StreamPool", "TickResult", "check_key"]
+__all__ = ["PoolStats", "StreamPool", "TickResult", "check_key", "check_samples", "key_token"]
 
 Key = Hashable
 Clock = Callable[[], float]
@@ -137,6 +139,13 @@ def _encode_key(key: Any) -> Any:
     return ["t", [_encode_key(k) for k in key]]
 
 
+def key_token(key: Any) -> bytes:
+    """A key's canonical bytes (as a pool file stores it): equal keys, equal bytes, on
+    every machine and Python; what a router hashes to place a key."""
+    check_key(key)
+    return json.dumps(_encode_key(key), separators=(",", ":")).encode()
+
+
 def _decode_key(data: Any) -> Any:
     tag, value = data
     if tag == "s" and isinstance(value, str):
@@ -148,6 +157,40 @@ def _decode_key(data: Any) -> Any:
     if tag == "t" and isinstance(value, list):
         return tuple(_decode_key(v) for v in value)
     raise ValueError(f"bad key record {data!r:.60}")
+
+
+def check_samples(
+    spec: ModelSpec, samples: Mapping[Any, Any]
+) -> tuple[list[Any], np.ndarray, dict[Any, str]]:
+    """Check a tick's samples against ``spec``: (good keys, their samples stacked
+    (n, *sample) float32, {bad key: why}). Well-formed numpy samples are checked
+    together in one pass; the rest, one by one, for their messages. Needs no lock."""
+    if not isinstance(samples, Mapping):
+        raise TypeError(f"samples must be a mapping {{key: sample}}, got {type(samples).__name__}")
+    shape = spec.sample_shape
+    keys = list(samples)
+    values = list(samples.values())
+    fast = [
+        i
+        for i, v in enumerate(values)
+        if type(v) is np.ndarray and v.shape == shape and v.dtype.kind in "fiu"
+    ]
+    stacked = np.zeros((len(keys), *shape), np.float32)
+    ok = np.zeros(len(keys), np.bool_)
+    if fast:
+        with np.errstate(over="ignore", invalid="ignore"):
+            stacked[fast] = np.stack([values[i] for i in fast])
+        ok[fast] = np.isfinite(stacked[fast].reshape(len(fast), -1)).all(axis=1)
+    rejected: dict[Any, str] = {}
+    for i in np.flatnonzero(~ok).tolist():
+        try:
+            stacked[i] = as_samples(
+                values[i], shape, what="sample", feature_names=spec.feature_names
+            )
+            ok[i] = True
+        except (ValueError, TypeError) as e:
+            rejected[keys[i]] = str(e)
+    return [k for k, good in zip(keys, ok.tolist(), strict=True) if good], stacked[ok], rejected
 
 
 @dataclass(frozen=True)
@@ -378,38 +421,7 @@ class StreamPool:
     def _check_samples(
         self, samples: Mapping[Any, Any]
     ) -> tuple[list[Any], np.ndarray, dict[Any, str]]:
-        """Check every sample (outside the lock): (good keys, their samples stacked
-        (n, *sample) float32, {bad key: why}). Well-formed numpy samples are checked
-        together in one pass; the rest, one by one, for their messages."""
-        if not isinstance(samples, Mapping):
-            raise TypeError(
-                f"samples must be a mapping {{key: sample}}, got {type(samples).__name__}"
-            )
-        spec = self.model.spec
-        shape = spec.sample_shape
-        keys = list(samples)
-        values = list(samples.values())
-        fast = [
-            i
-            for i, v in enumerate(values)
-            if type(v) is np.ndarray and v.shape == shape and v.dtype.kind in "fiu"
-        ]
-        stacked = np.zeros((len(keys), *shape), np.float32)
-        ok = np.zeros(len(keys), np.bool_)
-        if fast:
-            with np.errstate(over="ignore", invalid="ignore"):
-                stacked[fast] = np.stack([values[i] for i in fast])
-            ok[fast] = np.isfinite(stacked[fast].reshape(len(fast), -1)).all(axis=1)
-        rejected: dict[Any, str] = {}
-        for i in np.flatnonzero(~ok).tolist():
-            try:
-                stacked[i] = as_samples(
-                    values[i], shape, what="sample", feature_names=spec.feature_names
-                )
-                ok[i] = True
-            except (ValueError, TypeError) as e:
-                rejected[keys[i]] = str(e)
-        return [k for k, good in zip(keys, ok.tolist(), strict=True) if good], stacked[ok], rejected
+        return check_samples(self.model.spec, samples)
 
     def _open_mask(self, keys: list[Any]) -> list[bool]:
         """Which keys are open (under the lock); one C-level pass for plain key types."""
@@ -528,6 +540,10 @@ class StreamPool:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write every stream (key, state, steps, idle time) to ``path`` atomically:
         the old file stays whole until the new one is complete."""
+        atomic_write_bytes(path, self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """What ``save`` writes: every stream, checksummed, tied to this model."""
         with self._lock:
             keys = list(self._slots)
             slots = np.fromiter(self._slots.values(), np.int64, len(keys))
@@ -537,8 +553,7 @@ class StreamPool:
             arrays["idle"] = self._clock() - self._last_seen[slots]
             arrays["steps"] = self._steps[slots]
             extra = {"keys": [_encode_key(k) for k in keys]}
-        blob = _snapshot.encode(_POOL_KIND, self.model.spec.fingerprint, arrays, extra)
-        atomic_write_bytes(path, blob)
+        return _snapshot.encode(_POOL_KIND, self.model.spec.fingerprint, arrays, extra)
 
     @classmethod
     def load(
@@ -559,7 +574,24 @@ class StreamPool:
             )
         with open(path, "rb") as f:
             blob = f.read()
-        arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what="pool file")
+        return cls.from_bytes(
+            model, blob, clock=clock, graph=graph, state_on_device=state_on_device,
+            what=f"pool file {os.fspath(path)!r}",
+        )  # fmt: skip
+
+    @classmethod
+    def from_bytes(
+        cls,
+        model: StreamingModel,
+        blob: bytes,
+        *,
+        clock: Clock = time.monotonic,
+        graph: str = "auto",
+        state_on_device: bool | None = None,
+        what: str = "pool file",
+    ) -> StreamPool:
+        """A pool from ``to_bytes``' bytes (see ``load``)."""
+        arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what=what)
         spec = model.spec
         try:
             keys = [_decode_key(k) for k in extra["keys"]]
