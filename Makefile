@@ -12,12 +12,13 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.py \
 	stream_gru/config.py stream_gru/checks.py stream_gru/snapshot.py stream_gru/onnx_file.py stream_gru/files.py \
 	stream_gru/session.py stream_gru/binding.py stream_gru/runtime.py stream_gru/batched.py \
-	stream_gru/state_store.py stream_gru/pool.py stream_gru/pipe.py
+	stream_gru/state_store.py stream_gru/pool.py stream_gru/pipe.py \
+	stream_gru/hash_ring.py stream_gru/distributed.py
 
 .PHONY: install demo test bench soak lint format clean help
 
 help:
-	@echo "make install  create .venv: torch (CPU), the package with its train extra, test tools"
+	@echo "make install  create .venv: torch (CPU), the package with its train and ray extras, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
 	@echo "make bench    the runtime against plain onnxruntime and PyTorch (a few minutes)"
@@ -31,7 +32,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[train,dev]"
+	$(PIP) install -e ".[train,dev,ray]"
 # --no-deps: only the ONNX file in the wheel is used (tests, examples); its deps would pull torch.
 	$(PIP) install --no-deps silero-vad==6.2.3
 	touch $@

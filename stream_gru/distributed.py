@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from .checks import as_samples
 from .errors import SnapshotError, StreamGRUError
 from .files import atomic_write_bytes
 from .hash_ring import HashRing, hash64
-from .pool import StreamPool, check_key, check_samples, key_token
+from .pool import StreamPool, _non_finite_rows, check_key, check_samples, key_token
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
 from .spec import ModelIO
@@ -306,21 +307,28 @@ class ShardedPool:
         """``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size), row i for
         ``keys[i]``; keys open and distinct, ``X`` checked whole before any shard runs."""
         keys = list(keys)
-        if not _rows_match(xs, keys):
+        spec = self.model.spec
+        try:
+            samples = as_samples(
+                xs, spec.sample_shape, what="X", leading=("stream",),
+                feature_names=spec.feature_names,
+            )  # fmt: skip
+        except ValueError as e:
+            bad = _non_finite_rows(xs, len(keys), spec.sample_shape)
+            if not bad:
+                raise
+            named = ", ".join(repr(keys[i]) for i in bad[:20])
             raise ValueError(
-                f"X has shape {np.shape(xs)}, expected ({len(keys)}, "
-                f"{', '.join(map(str, self.model.spec.sample_shape))})"
-            )
-        _, samples, rejected = check_samples(self.model.spec, dict(enumerate(np.asarray(xs))))
+                f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} (first: {e})"
+            ) from None
+        if samples.shape[0] != len(keys):
+            raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
         unknown = [k for k in keys if k not in self]
         if unknown:
             raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
         if len(set(keys)) != len(keys):
-            twice = sorted({repr(k) for k in keys if keys.count(k) > 1})
-            raise ValueError(f"keys named more than once in one tick: {twice[:10]}")
-        if rejected:
-            named = ", ".join(f"{keys[i]!r}: {why}" for i, why in rejected.items())
-            raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {named}")
+            twice = [k for k, n in Counter(keys).items() if n > 1]
+            raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
         return self._tick(keys, samples)
 
     def _tick(self, keys: list[Any], xs: np.ndarray) -> np.ndarray:
@@ -639,8 +647,3 @@ def _plain_key(key: object) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _rows_match(xs: Any, keys: list[Any]) -> bool:
-    shape = np.shape(xs)
-    return len(shape) >= 1 and shape[0] == len(keys)

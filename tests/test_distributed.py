@@ -1,0 +1,229 @@
+"""ShardedPool on a real local Ray runtime: bit for bit a local StreamPool, through
+ticks, rebalancing, dead shards and files."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import stream_gru as sg  # noqa: E402
+from stream_gru.distributed import ShardedPool  # noqa: E402
+from stream_gru.hash_ring import HashRing, hash64  # noqa: E402
+from stream_gru.pool import key_token  # noqa: E402
+
+KEYS = [f"k{i}" for i in range(120)] + list(range(40)) + [("site", 3), b"raw"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_runtime():
+    """Two CPUs, as on CI: the shards reserve none, so more shards than cores fit."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Twins:
+    """A sharded pool and a local pool fed the same calls; every output compared."""
+
+    def __init__(self, model_path, **options):
+        self.model = sg.load(model_path)
+        self.sharded = ShardedPool(model_path, **options)
+        self.local = self.model.pool()
+        self.rng = np.random.default_rng(0)
+
+    def open(self, keys):
+        self.sharded.open_many(keys)
+        for k in keys:
+            self.local.open(k)
+
+    def tick(self, share=0.7):
+        keys = [k for k in self.local if self.rng.random() < share]
+        xs = self.rng.standard_normal((len(keys), 3)).astype(np.float32)
+        if self.rng.random() < 0.5:
+            got, want = self.sharded.step_batch(keys, xs), self.local.step_batch(keys, xs)
+        else:
+            samples = dict(zip(keys, xs, strict=True))
+            got_d, want_d = self.sharded.step(samples), self.local.step(samples)
+            assert list(got_d) == keys  # the caller's order
+            got, want = np.array(list(got_d.values())), np.array(list(want_d.values()))
+        np.testing.assert_array_equal(got, want)
+        return len(keys)
+
+    def assert_same_states(self):
+        assert set(self.sharded) == set(self.local)
+        for k in self.local:
+            assert self.sharded.snapshot(k) == self.local.snapshot(k), k
+
+
+@pytest.fixture
+def twins(gru_model):
+    t = Twins(gru_model.onnx, shards=3, checkpoint_every=4)
+    t.open(KEYS)
+    yield t
+    t.sharded.shutdown()
+
+
+def test_ticks_equal_one_local_pool_bit_for_bit(twins):
+    for i in range(12):
+        twins.tick()
+        if i == 5:  # streams come and go
+            for k in KEYS[:10]:
+                twins.sharded.close(k)
+                twins.local.close(k)
+            blob = twins.local.snapshot("k50")
+            twins.sharded.restore("moved", blob)
+            twins.local.restore("moved", blob)
+    twins.assert_same_states()
+    assert len(twins.sharded) == len(KEYS) - 10 + 1
+    assert "k50" in twins.sharded and 1.0 not in twins.sharded and "k0" not in twins.sharded
+    stats = twins.sharded.stats()
+    assert [s.shard for s in stats] == [0, 1, 2] and all(s.streams > 20 for s in stats)
+    assert sum(s.stream_steps for s in stats) > 0 and all(s.checkpoints >= 2 for s in stats)
+
+
+def test_more_shards_than_cores(gru_model):
+    t = Twins(gru_model.onnx, shards=5)
+    try:
+        t.open(KEYS)
+        for _ in range(3):
+            t.tick()
+        assert len({t.sharded.shard_of(k) for k in KEYS}) == 5
+    finally:
+        t.sharded.shutdown()
+
+
+def test_adding_and_removing_shards_moves_exactly_the_keys_whose_owner_changes(twins):
+    twins.tick()
+    before = {k: twins.sharded.shard_of(k) for k in KEYS}
+    new = twins.sharded.add_shard()
+    ring = HashRing([0, 1, 2, new])
+    expected = {k for k in KEYS if ring.owner(hash64(key_token(k))) != before[k]}
+    after = {k: twins.sharded.shard_of(k) for k in KEYS}
+    assert {k for k in KEYS if after[k] != before[k]} == expected
+    assert twins.sharded.moved_keys == len(expected) > 0
+    assert all(after[k] == new for k in expected)
+    for _ in range(3):
+        twins.tick()
+
+    twins.sharded.remove_shard(1)
+    moved = {k for k in KEYS if twins.sharded.shard_of(k) != after[k]}
+    assert moved == {k for k in KEYS if after[k] == 1}
+    assert twins.sharded.shards == [0, 2, new]
+    for _ in range(3):
+        twins.tick()
+    twins.assert_same_states()
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["checkpoints-in-driver", "checkpoint-dir"])
+def test_a_killed_shard_restarts_from_its_checkpoint_and_replays(gru_model, tmp_path, on_disk):
+    options = {"checkpoint_dir": tmp_path / "ckpt"} if on_disk else {}
+    t = Twins(gru_model.onnx, shards=3, checkpoint_every=5, **options)
+    try:
+        t.open(KEYS)
+        for tick in range(1, 24):
+            if tick in (8, 17):
+                ray.kill(t.sharded.actor(tick % 3))
+            t.tick()
+        t.assert_same_states()
+        recoveries = t.sharded.recoveries
+        assert [r.shard for r in recoveries] == [2, 2]
+        # killed after tick 7: ticks 6 and 7 since the checkpoint, and tick 8 itself
+        assert recoveries[0].replayed_ops == 3 and recoveries[0].replayed_stream_steps > 0
+        assert recoveries[0].checkpoint_streams == t.sharded.stats()[2].streams
+        if on_disk:  # one file per shard: each confirmed checkpoint replaces the last
+            assert sorted(p.name.split(".")[0] for p in (tmp_path / "ckpt").iterdir()) == [
+                "shard-0", "shard-1", "shard-2",
+            ]  # fmt: skip
+    finally:
+        t.sharded.shutdown()
+
+
+def test_a_shard_killed_while_ticks_run(gru_model):
+    """The kill lands wherever it lands (between ticks or inside one): no tick differs."""
+    t = Twins(gru_model.onnx, shards=2, checkpoint_every=3)
+    try:
+        t.open(KEYS)
+        t.tick()
+        killer = threading.Timer(0.05, lambda: ray.kill(t.sharded.actor(0)))
+        killer.start()
+        deadline = time.monotonic() + 5
+        while not t.sharded.recoveries and time.monotonic() < deadline:
+            t.tick(share=1.0)
+        killer.join()
+        for _ in range(3):
+            t.tick()
+        assert [r.shard for r in t.sharded.recoveries] == [0]
+        t.assert_same_states()
+    finally:
+        t.sharded.shutdown()
+
+
+def test_save_and_load_continue_bit_exact(twins, gru_model, gru_twin, tmp_path):
+    for _ in range(3):
+        twins.tick()
+    twins.sharded.save(tmp_path / "fleet")
+    loaded = ShardedPool.load(gru_model.onnx, tmp_path / "fleet")
+    try:
+        assert loaded.shards == twins.sharded.shards and set(loaded) == set(KEYS)
+        twins.sharded.shutdown()
+        twins.sharded = loaded
+        for _ in range(3):
+            twins.tick()
+        twins.assert_same_states()
+    finally:
+        loaded.shutdown()
+    with pytest.raises(sg.SnapshotError, match="saved by another model"):
+        ShardedPool.load(gru_twin.onnx, tmp_path / "fleet")
+    shard_file = tmp_path / "fleet" / "shard-1.pool"
+    data = shard_file.read_bytes()
+    shard_file.write_bytes(data[:-5])
+    with pytest.raises(sg.SnapshotError, match=r"shard-1\.pool"):
+        ShardedPool.load(gru_model.onnx, tmp_path / "fleet")
+    with pytest.raises(sg.SnapshotError, match=r"holds no readable sharded-pool\.json"):
+        ShardedPool.load(gru_model.onnx, tmp_path)
+
+
+def test_bad_input_changes_no_stream_on_any_shard(twins):
+    twins.tick()
+    sp = twins.sharded
+    good = dict.fromkeys(["k1", "k2", 3, ("site", 3)], np.zeros(3, np.float32))
+    with pytest.raises(KeyError, match=r"streams not open in this pool: \['ghost'\]"):
+        sp.step({**good, "ghost": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"1 bad sample\(s\), no stream stepped: 'k3': .*nan"):
+        sp.step({**good, "k3": np.array([0, np.nan, 0])})
+    with pytest.raises(ValueError, match=r"X has shape \(2, 4\), expected \(stream, 3\)"):
+        sp.step_batch(["k1", "k2"], np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"1 bad sample\(s\), no stream stepped: .*for 'k2'"):
+        sp.step_batch(["k1", "k2"], np.array([[0, 0, 0], [0, np.inf, 0]]))
+    with pytest.raises(ValueError, match=r"X has 3 rows for 2 keys"):
+        sp.step_batch(["k1", "k2"], np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"keys named more than once in one tick: \['k1'\]"):
+        sp.step_batch(["k1", "k1"], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"streams already open or named twice: \['k1'\]"):
+        sp.open_many(["new", "k1"])
+    with pytest.raises(TypeError, match="stream key must be"):
+        sp.open(1.5)
+    with pytest.raises(sg.SnapshotError):
+        sp.restore("new", b"not a snapshot")
+    assert "new" not in sp
+    for _ in range(3):
+        twins.tick()
+    twins.assert_same_states()
+
+
+def test_expire_closes_the_idle_streams_on_every_shard(twins):
+    awake = KEYS[::3]
+    twins.sharded.step_batch(KEYS, np.ones((len(KEYS), 3), np.float32))
+    time.sleep(0.3)
+    twins.sharded.step_batch(awake, np.ones((len(awake), 3), np.float32))
+    gone = twins.sharded.expire(0.25)
+    assert set(gone) == set(KEYS) - set(awake)
+    assert set(twins.sharded) == set(awake)
+    assert all(twins.model.restore(b).steps == 1 for b in gone.values())
+    with pytest.raises(ValueError, match="idle_seconds must be a non-negative number"):
+        twins.sharded.expire(-1)
