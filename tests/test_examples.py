@@ -90,3 +90,16 @@ def test_silero_vad(tmp_path):
         w.writeframes(bytes(4 * 2048))
     r = _run("silero_vad.py", "--wav", str(stereo))
     assert r.returncode != 0 and "16 kHz mono 16-bit" in r.stderr
+
+
+def test_ray_fleet(motions_model):
+    pytest.importorskip("ray")
+    r = _run(
+        "ray_fleet.py", "--model", str(motions_model), "--sensors", "600", "--ticks", "24",
+        "--checkpoint-every", "5",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tick 8: added shard 2" in r.stdout and "all of them to shard 2" in r.stdout
+    assert "tick 16: killed shard 0's actor" in r.stdout
+    assert "shard 0 restarted from its checkpoint" in r.stdout and "replayed" in r.stdout
+    assert "bit for bit: yes" in r.stdout
