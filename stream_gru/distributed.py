@@ -23,14 +23,16 @@ imports this module.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -82,6 +84,20 @@ class ShardStats:
     busy_seconds: float  # time the shard spent in its pool's ticks
     checkpoints: int
     recoveries: int
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    """Run a ShardedPool method under its lock: calls from several threads take turns."""
+
+    @functools.wraps(method)
+    def locked(self: ShardedPool, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, locked)
 
 
 # -- the shard: an actor holding one StreamPool -------------------------------------------
@@ -221,6 +237,7 @@ class ShardedPool:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_every = checkpoint_every
         self._cpus = cpus_per_shard
+        self._lock = threading.RLock()  # one call at a time reaches the shards
         self.moved_keys = 0  # by the last add_shard / remove_shard
         self._ref = ray.put(self._model_bytes)
         self._ring = HashRing(replicas=replicas)
@@ -266,6 +283,7 @@ class ShardedPool:
         """Open a stream at the initial state on its shard."""
         self.open_many([key])
 
+    @_locked
     def open_many(self, keys: Sequence[Any]) -> None:
         """Open several streams, one call per shard. An open or repeated key raises
         ``ValueError`` and opens none."""
@@ -283,6 +301,7 @@ class ShardedPool:
         for key, h in zip(keys, hashes, strict=True):
             self._owner[key], self._hash[key] = self._ring.owner(h), h
 
+    @_locked
     def close(self, key: Any) -> None:
         """Close a stream. An unknown key raises ``KeyError``."""
         sid = self.shard_of(key)
@@ -290,6 +309,7 @@ class ShardedPool:
         del self._owner[key], self._hash[key]
 
     # -- ticks -----------------------------------------------------------------------
+    @_locked
     def step(self, samples: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
         """Step every named stream by one sample: ``{key: y}`` in the caller's order.
         An unknown key raises ``KeyError``, a bad sample ``ValueError`` naming every
@@ -303,6 +323,7 @@ class ShardedPool:
             raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
         return dict(zip(keys, self._tick(keys, xs), strict=True))
 
+    @_locked
     def step_batch(self, keys: Sequence[Any], xs: Any) -> np.ndarray:
         """``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size), row i for
         ``keys[i]``; keys open and distinct, ``X`` checked whole before any shard runs."""
@@ -356,12 +377,14 @@ class ShardedPool:
         return () if size is None else (size,)
 
     # -- one stream in or out, expiry --------------------------------------------------
+    @_locked
     def snapshot(self, key: Any) -> bytes:
         """One stream's state as ``Stream.snapshot()`` bytes."""
         sid = self.shard_of(key)
         (blob,) = self._run({sid: ("snapshot", [key])}, log=False)[sid]
         return blob  # type: ignore[no-any-return]
 
+    @_locked
     def restore(self, key: Any, blob: bytes) -> None:
         """Open ``key`` from a snapshot, on its shard."""
         check_key(key)
@@ -373,6 +396,7 @@ class ShardedPool:
         self._run({sid: ("restore", [key], [blob])})
         self._owner[key], self._hash[key] = sid, h
 
+    @_locked
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
         """Close the streams idle for at least ``idle_seconds`` on every shard; return
         their snapshots. Idle time is measured by each shard's clock."""
@@ -389,6 +413,7 @@ class ShardedPool:
         return out
 
     # -- rebalancing -------------------------------------------------------------------
+    @_locked
     def add_shard(self) -> int:
         """Start a new shard and move to it exactly the keys the ring now gives it.
         Returns its id."""
@@ -398,6 +423,7 @@ class ShardedPool:
         self._move_keys()
         return sid
 
+    @_locked
     def remove_shard(self, shard: int | None = None) -> int:
         """Move a shard's keys to their new owners and stop it (default: the newest).
         Returns its id."""
@@ -442,6 +468,7 @@ class ShardedPool:
         self.moved_keys = sum(len(keys) for keys in moves.values())
 
     # -- checkpoints, files ------------------------------------------------------------
+    @_locked
     def checkpoint(self) -> None:
         """Checkpoint every shard now (``step`` does it every ``checkpoint_every``
         ticks); a confirmed checkpoint ends the shard's replay log."""
@@ -461,6 +488,7 @@ class ShardedPool:
         n = self._shards[sid].checkpoints + 1
         return str(self.checkpoint_dir / f"shard-{sid}.{n:08d}.pool")
 
+    @_locked
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write every shard's pool file and a manifest into ``directory``, atomically
         each; ``ShardedPool.load`` continues bit-exact."""
@@ -525,6 +553,7 @@ class ShardedPool:
         return pool
 
     # -- monitoring and shutdown --------------------------------------------------------
+    @_locked
     def stats(self) -> list[ShardStats]:
         """Per-shard counters."""
         counts: dict[int, int] = dict.fromkeys(self._shards, 0)
@@ -541,6 +570,7 @@ class ShardedPool:
         """The Ray actor handle of a shard (for operators and tests: ``ray.kill`` it)."""
         return self._shards[shard].actor
 
+    @_locked
     def shutdown(self) -> None:
         """Stop every shard's actor (the Ray runtime itself keeps running)."""
         for handle in self._shards.values():

@@ -227,3 +227,24 @@ def test_expire_closes_the_idle_streams_on_every_shard(twins):
     assert all(twins.model.restore(b).steps == 1 for b in gone.values())
     with pytest.raises(ValueError, match="idle_seconds must be a non-negative number"):
         twins.sharded.expire(-1)
+
+
+def test_threads_take_turns(twins):
+    """Three threads tick disjoint keys at once; each gets what a local pool gives."""
+    groups = [KEYS[0::3], KEYS[1::3], KEYS[2::3]]
+    inputs = [np.random.default_rng(i).standard_normal((8, len(g), 3)).astype(np.float32)
+              for i, g in enumerate(groups)]  # fmt: skip
+    got: dict[int, list[np.ndarray]] = {}
+
+    def run(i):
+        got[i] = [twins.sharded.step_batch(groups[i], x) for x in inputs[i]]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, g in enumerate(groups):
+        for x, y in zip(inputs[i], got[i], strict=True):
+            np.testing.assert_array_equal(y, twins.local.step_batch(g, x))
+    twins.assert_same_states()
