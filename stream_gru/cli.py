@@ -9,9 +9,12 @@ Typical pipeline:
   stream-gru run model.onnx < samples.csv
 
   stream-gru bench model.onnx              # against plain onnxruntime (and PyTorch)
+  stream-gru compare data.csv --target label --sequence-column run   # GRU vs LSTM
+  stream-gru compare old.onnx new.onnx --data recorded.csv           # same outputs?
 
-`train`, `export`, `verify` and `demo` need the train extra (torch, onnx):
-pip install 'stream-gru[train]'. `info`, `run` and `bench MODEL` need only the runtime.
+`train`, `export`, `verify`, `demo` and `compare DATA` need the train extra (torch,
+onnx): pip install 'stream-gru[train]'. `info`, `run`, `bench MODEL` and
+`compare OLD.onnx NEW.onnx` need only the runtime.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .config import GRUConfig, TrainOptions
 __all__ = [
     "HelpFormatter",
     "RawHelpFormatter",
+    "add_train_options",
     "add_verify_options",
     "fraction",
     "main",
@@ -307,6 +311,16 @@ class RawHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", type=Path, metavar="DATA", help=".csv with a header, or .npz")
+    add_train_options(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (the line per epoch stays)"
+    )
+
+
+def add_train_options(p: argparse.ArgumentParser | Any, *, cell: bool = True) -> None:
+    """The options of ``train`` from ``--target`` to ``--seed`` (``compare`` shares them;
+    it trains both cells, so it leaves out ``--cell``). ``p``: a parser or a group."""
     p.add_argument("--target", help="the target column (CSV); may also be a feature")
     p.add_argument("--features", type=_split_names, help="feature columns, comma-separated")
     p.add_argument("--sequence-column", help="column whose value splits the rows into recordings")
@@ -318,7 +332,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--horizon", type=non_negative_int, default=0, help="regression: predict N steps ahead"
     )
-    p.add_argument("--cell", choices=("gru", "lstm"), default=GRUConfig.cell, help="the cell")
+    if cell:
+        p.add_argument("--cell", choices=("gru", "lstm"), default=GRUConfig.cell, help="the cell")
     p.add_argument(
         "--hidden", type=positive_int, default=GRUConfig.hidden_size, help="hidden units"
     )
@@ -350,10 +365,6 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=TrainOptions.seed,
         help="split, weights, batch order",
-    )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    p.add_argument(
-        "--quiet", action="store_true", help="no progress bar (the line per epoch stays)"
     )
 
 
@@ -519,6 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("benchmarks/results"), metavar="DIR", help="output"
     )
     p.set_defaults(func=cmd_bench)
+
+    from .compare_cli import add_compare_parser  # imports this module: here, not at the top
+
+    add_compare_parser(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ corrupt or belongs to another model.
 
 from __future__ import annotations
 
-__all__ = ["ExportError", "ModelError", "SnapshotError", "StreamGRUError"]
+__all__ = ["CompareError", "ExportError", "ModelError", "SnapshotError", "StreamGRUError"]
 
 
 class StreamGRUError(Exception):
@@ -27,3 +27,8 @@ class SnapshotError(StreamGRUError):
 
 class ExportError(StreamGRUError):
     """An exported graph failed the structural checks; nothing was written."""
+
+
+class CompareError(StreamGRUError):
+    """Two models that ``stream-gru compare`` cannot compare (other features, outputs or
+    task), or data that lacks the columns they need."""
