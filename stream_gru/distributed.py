@@ -40,7 +40,14 @@ from .checks import as_samples
 from .errors import SnapshotError, StreamGRUError
 from .files import atomic_write_bytes
 from .hash_ring import HashRing, hash64
-from .pool import StreamPool, _non_finite_rows, check_key, check_samples, key_token
+from .pool import (
+    _PLAIN_KEY_TYPES,
+    StreamPool,
+    _non_finite_rows,
+    check_key,
+    check_samples,
+    key_token,
+)
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
 from .spec import ModelIO
@@ -239,6 +246,10 @@ class ShardedPool:
         self._cpus = cpus_per_shard
         self._lock = threading.RLock()  # one call at a time reaches the shards
         self.moved_keys = 0  # by the last add_shard / remove_shard
+        self._generation = 0  # moves on whenever a key opens, closes or moves
+        self._recent: tuple[int, list[Any], dict[int, tuple[np.ndarray, list[Any]]]] = (
+            -1, [], {},
+        )  # fmt: skip
         self._ref = ray.put(self._model_bytes)
         self._ring = HashRing(replicas=replicas)
         self._shards: dict[int, _Handle] = {}
@@ -300,6 +311,7 @@ class ShardedPool:
         self._run({sid: ("open", part) for sid, part in groups.items()})
         for key, h in zip(keys, hashes, strict=True):
             self._owner[key], self._hash[key] = self._ring.owner(h), h
+        self._generation += 1
 
     @_locked
     def close(self, key: Any) -> None:
@@ -307,6 +319,7 @@ class ShardedPool:
         sid = self.shard_of(key)
         self._run({sid: ("close", [key])})
         del self._owner[key], self._hash[key]
+        self._generation += 1
 
     # -- ticks -----------------------------------------------------------------------
     @_locked
@@ -315,10 +328,8 @@ class ShardedPool:
         An unknown key raises ``KeyError``, a bad sample ``ValueError`` naming every
         bad key; either way no stream on any shard changes."""
         keys, xs, rejected = check_samples(self.model.spec, samples)
-        unknown = [k for k in samples if k not in self]
-        if unknown:
-            raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
-        if rejected:
+        if rejected:  # an unknown key is reported before bad samples
+            self._route(list(samples), check_distinct=False)
             reasons = "; ".join(f"{k!r}: {why}" for k, why in rejected.items())
             raise ValueError(f"{len(rejected)} bad sample(s), no stream stepped: {reasons}")
         return dict(zip(keys, self._tick(keys, xs), strict=True))
@@ -344,27 +355,49 @@ class ShardedPool:
             ) from None
         if samples.shape[0] != len(keys):
             raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
-        unknown = [k for k in keys if k not in self]
-        if unknown:
-            raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
-        if len(set(keys)) != len(keys):
+        return self._tick(keys, samples, check_distinct=True)
+
+    def _route(
+        self, keys: list[Any], check_distinct: bool
+    ) -> dict[int, tuple[np.ndarray, list[Any]]]:
+        """Each shard's rows of the tick and their keys. ``KeyError`` naming the keys
+        that are not open, ``ValueError`` naming those named twice. A fleet usually
+        ticks the same keys again and again: while no stream opened, closed or moved,
+        an equal key list reuses the last tick's routing."""
+        generation, recent_keys, recent = self._recent
+        plain = set(map(type, keys)) <= _PLAIN_KEY_TYPES  # 1.0 and True never match 1
+        if generation == self._generation and plain and keys == recent_keys:
+            return recent
+        try:
+            if not plain and not all(map(_plain_key, keys)):
+                raise KeyError
+            owners = np.fromiter(map(self._owner.__getitem__, keys), np.int64, len(keys))
+        except (KeyError, TypeError):
+            unknown = [k for k in keys if k not in self]
+            raise KeyError(f"streams not open in this pool: {unknown[:20]!r}") from None
+        if check_distinct and len(set(keys)) != len(keys):
             twice = [k for k, n in Counter(keys).items() if n > 1]
             raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
-        return self._tick(keys, samples)
+        routes = {}
+        for sid in np.unique(owners).tolist():
+            rows = np.flatnonzero(owners == sid)
+            routes[sid] = (rows, [keys[i] for i in rows.tolist()])
+        if plain:
+            self._recent = (self._generation, keys, routes)
+        return routes
 
-    def _tick(self, keys: list[Any], xs: np.ndarray) -> np.ndarray:
+    def _tick(self, keys: list[Any], xs: np.ndarray, check_distinct: bool = False) -> np.ndarray:
+        routes = self._route(keys, check_distinct)
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
         start = time.perf_counter()
-        owners = np.fromiter((self._owner[k] for k in keys), np.int64, len(keys))
-        rows = {int(sid): np.flatnonzero(owners == sid) for sid in np.unique(owners)}
-        ops = {sid: ("step", [keys[i] for i in idx], xs[idx]) for sid, idx in rows.items()}
-        results = self._run(ops)
+        results = self._run({sid: ("step", part, xs[rows]) for sid, (rows, part) in routes.items()})
         out = np.empty((len(keys), *self._output_tail()), np.float32)
         for sid, (ys, busy) in results.items():
-            out[rows[sid]] = ys
+            rows = routes[sid][0]
+            out[rows] = ys
             handle = self._shards[sid]
-            handle.stream_steps += len(rows[sid])
+            handle.stream_steps += len(rows)
             handle.busy_seconds += busy
         self._ticks += 1
         self._tick_seconds.append(time.perf_counter() - start)
@@ -395,6 +428,7 @@ class ShardedPool:
         sid = self._ring.owner(h)
         self._run({sid: ("restore", [key], [blob])})
         self._owner[key], self._hash[key] = sid, h
+        self._generation += 1
 
     @_locked
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
@@ -409,6 +443,7 @@ class ShardedPool:
                 self._shards[sid].log.append(("close", list(blobs)))
             for key in blobs:
                 del self._owner[key], self._hash[key]
+            self._generation += 1
             out.update(blobs)
         return out
 
@@ -465,6 +500,7 @@ class ShardedPool:
         for (_, new), keys in moves.items():
             for key in keys:
                 self._owner[key] = new
+        self._generation += 1
         self.moved_keys = sum(len(keys) for keys in moves.values())
 
     # -- checkpoints, files ------------------------------------------------------------
