@@ -21,7 +21,7 @@ help:
 	@echo "make install  create .venv: torch (CPU), the package with its train and ray extras, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
-	@echo "make bench    the runtime against plain onnxruntime and PyTorch (a few minutes)"
+	@echo "make bench    the runtime against plain onnxruntime and PyTorch; Ray shards (a few minutes)"
 	@echo "make soak     1M steps of one stream, 1,000 ticks of a 10,000-stream pool, vs PyTorch"
 	@echo "make lint     ruff check, ruff format --check, mypy on the runtime"
 	@echo "make format   ruff format and ruff check --fix"
@@ -45,6 +45,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/sharded.py --json benchmarks/results/sharded.json
 
 soak: install
 	$(BIN)/python benchmarks/soak.py
