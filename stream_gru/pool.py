@@ -597,8 +597,8 @@ class StreamPool:
             keys = [_decode_key(k) for k in extra["keys"]]
             for k in keys:
                 check_key(k)
-        except (KeyError, TypeError, ValueError) as e:
-            raise SnapshotError(f"pool file has malformed keys: {e}") from None
+        except Exception as e:  # a crafted key table: any error means the same
+            raise SnapshotError(f"pool file has malformed keys: {e!r}") from None
         n = len(keys)
         expected = {f"state:{s.input}": (n, *spec.state_shapes[s.input]) for s in spec.states}
         expected.update(idle=(n,), steps=(n,))
@@ -606,6 +606,12 @@ class StreamPool:
         if got != expected or len(set(keys)) != n:
             raise SnapshotError(
                 f"pool file does not fit this model: arrays {got}, expected {expected}"
+            )
+        not_finite = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+        if not_finite or (arrays["steps"] < 0).any() or (arrays["idle"] < 0).any():
+            raise SnapshotError(
+                f"pool file holds bad values: non-finite {not_finite}, or negative steps or "
+                "idle times"
             )
         pool = cls(
             model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import struct
 import tempfile
 from pathlib import Path
 
@@ -152,3 +155,104 @@ def test_random_schedules_agree(model, graph):
         assert pool.steps("me") == whole.steps == steps
 
     check()
+
+
+# -- structure-aware: edits behind a recomputed checksum -----------------------------------
+_PREFIX = struct.Struct("<4s4sII")
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=4),
+    max_leaves=10,
+)  # fmt: skip
+
+
+def _split(blob: bytes):
+    magic, kind, version, n = _PREFIX.unpack_from(blob)
+    header = json.loads(blob[_PREFIX.size : _PREFIX.size + n])
+    return (magic, kind, version), header, blob[_PREFIX.size + n : -32]
+
+
+def _join(prefix, header, payload: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    body = _PREFIX.pack(*prefix, len(text)) + text + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def _paths(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*path, i))
+
+
+def _near(old):
+    """Values close to ``old``: where parsers break (a dtype one letter off, a shape of
+    1e60, one entry short)."""
+    if isinstance(old, bool) or old is None:
+        return st.just(not old)
+    if isinstance(old, int):
+        return st.sampled_from([-old, -1, 0, old + 1, old * 10**60, 2**63, float(old), str(old)])
+    if isinstance(old, str):
+        return st.builds(
+            lambda i, c: old[:i] + c + old[i + 1 :], st.integers(0, len(old)), st.text(max_size=2)
+        )
+    if isinstance(old, list):
+        return st.sampled_from([old[:-1], old + old[:1], [], [old]])
+    return st.just({})
+
+
+@st.composite
+def crafted(draw, blob: bytes) -> bytes:
+    """``blob`` with a header field replaced by a random JSON value (or the payload
+    cut or flipped), and a valid checksum: only the parser can catch it."""
+    prefix, header, payload = _split(blob)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(_paths(header))[1:] or [("extra",)]))
+        node = header
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = draw(json_values | _near(node[path[-1]]))  # paths read afresh
+    if draw(st.booleans()):
+        at = draw(st.integers(0, max(len(payload) - 1, 0)))
+        payload = payload[:at] + bytes([draw(st.integers(0, 255))]) + payload[at + 1 :]
+    return _join(prefix, header, payload)
+
+
+CRAFTED = settings(FUZZ, max_examples=600)
+
+
+def test_crafted_snapshots_raise_snapshot_error_or_restore_a_sane_state(model, snapshot):
+    @CRAFTED
+    @given(blob=crafted(snapshot))
+    def check(blob: bytes) -> None:
+        try:
+            s = model.restore(blob)
+        except sg.SnapshotError:
+            return
+        assert s.steps >= 0 and all(np.isfinite(v).all() for v in s.state.values())
+
+    check()
+
+
+def test_crafted_pool_files_raise_snapshot_error_or_load_a_sane_pool(model, pool_file_bytes):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "crafted.pool"
+
+        @CRAFTED
+        @given(blob=crafted(pool_file_bytes))
+        def check(blob: bytes) -> None:
+            path.write_bytes(blob)
+            try:
+                pool = sg.StreamPool.load(model, path)
+            except sg.SnapshotError:
+                return
+            for k in pool:
+                assert pool.steps(k) >= 0
+                assert all(np.isfinite(v).all() for v in pool.state(k).values())
+
+        check()
