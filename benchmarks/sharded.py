@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     cores = os.cpu_count() or 1
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             (case,) = [c for c in make_builtin_models(Path(tmp), plan.seed) if c.name == MODEL]

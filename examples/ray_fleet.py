@@ -10,7 +10,8 @@ runs the same ticks beside it, and every output is compared bit for bit.
     .venv/bin/python examples/ray_fleet.py [--model runs/demo/model.onnx] [--sensors 20000]
     .venv/bin/python examples/ray_fleet.py --address ray://head:10001   # a real cluster
 
-Without --address it starts a local Ray runtime (loopback only).
+Without --address it starts a local Ray runtime (loopback only), even where a cluster
+runs on this machine.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.address:
         ray.init(address=args.address)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
     model = sg.load(args.model, provider="cpu")
     width = model.spec.input_size
     rng = np.random.default_rng(args.seed)

@@ -37,7 +37,16 @@ if TYPE_CHECKING:
     from .runtime import StreamingModel
     from .spec import ModelSpec
 
-__all__ = ["PoolStats", "StreamPool", "TickResult", "check_key", "check_samples", "key_token"]
+__all__ = [
+    "PLAIN_KEY_TYPES",
+    "PoolStats",
+    "StreamPool",
+    "TickResult",
+    "check_batch",
+    "check_key",
+    "check_samples",
+    "key_token",
+]
 
 Key = Hashable
 Clock = Callable[[], float]
@@ -45,7 +54,8 @@ _POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
 
 
-_PLAIN_KEY_TYPES = {str, int, bytes}
+# Key types compared by value in one C-level pass (bool and float excluded: True == 1.0 == 1).
+PLAIN_KEY_TYPES = frozenset({str, int, bytes})
 
 
 def _is_key(key: Any) -> bool:
@@ -157,6 +167,27 @@ def _decode_key(data: Any) -> Any:
     if tag == "t" and isinstance(value, list):
         return tuple(_decode_key(v) for v in value)
     raise ValueError(f"bad key record {data!r:.60}")
+
+
+def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
+    """``step_batch``'s ``X`` checked whole: float32 ``(len(keys), *sample)``, or
+    ``ValueError`` naming the keys whose rows are not finite (``TypeError`` for a
+    non-numeric ``X``)."""
+    try:
+        samples = as_samples(
+            xs, spec.sample_shape, what="X", leading=("stream",), feature_names=spec.feature_names
+        )
+    except ValueError as e:
+        bad = _non_finite_rows(xs, len(keys), spec.sample_shape)
+        if not bad:
+            raise
+        named = ", ".join(repr(keys[i]) for i in bad[:20])
+        raise ValueError(
+            f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} (first: {e})"
+        ) from None
+    if samples.shape[0] != len(keys):
+        raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
+    return samples
 
 
 def check_samples(
@@ -389,27 +420,13 @@ class StreamPool:
         distinct; ``X`` is checked whole (shape, dtype, NaN/Inf) before anything runs.
         """
         keys = list(keys)
-        spec = self.model.spec
         try:
-            samples = as_samples(
-                xs, spec.sample_shape, what="X", leading=("stream",),
-                feature_names=spec.feature_names,
-            )  # fmt: skip
-        except (ValueError, TypeError) as e:
-            bad = _non_finite_rows(xs, len(keys), spec.sample_shape)
+            samples = check_batch(self.model.spec, keys, xs)
+        except (ValueError, TypeError):
+            bad = _non_finite_rows(xs, len(keys), self.model.spec.sample_shape)
             with self._lock:
-                self._rejected += len(bad) if bad else len(keys)
-            if bad:
-                named = ", ".join(repr(keys[i]) for i in bad[:20])
-                raise ValueError(
-                    f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} "
-                    f"(first: {e})"
-                ) from None
+                self._rejected += len(bad) if bad else max(len(keys), len(np.shape(xs)[:1]))
             raise
-        if samples.shape[0] != len(keys):
-            with self._lock:
-                self._rejected += max(samples.shape[0], len(keys))
-            raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
         return self._tick(keys, samples, check_distinct=True)
@@ -425,7 +442,7 @@ class StreamPool:
 
     def _open_mask(self, keys: list[Any]) -> list[bool]:
         """Which keys are open (under the lock); one C-level pass for plain key types."""
-        if set(map(type, keys)) <= _PLAIN_KEY_TYPES:
+        if set(map(type, keys)) <= PLAIN_KEY_TYPES:
             return [k in self._slots for k in keys]
         return [_is_open(self._slots, k) for k in keys]
 
@@ -438,11 +455,11 @@ class StreamPool:
             # the same key): the slots checked when they were looked up still hold.
             if all(map(operator.is_, keys, recent_keys)):
                 return recent_slots
-            if set(map(type, keys)) <= _PLAIN_KEY_TYPES and keys == recent_keys:
+            if set(map(type, keys)) <= PLAIN_KEY_TYPES and keys == recent_keys:
                 return recent_slots
         # Keys of refused types (1.0 and True hash like 1) must not reach a stream; the
         # types are read in one C-level pass, the slow check only for unusual ones.
-        if not set(map(type, keys)) <= _PLAIN_KEY_TYPES and not all(map(_is_key, keys)):
+        if not set(map(type, keys)) <= PLAIN_KEY_TYPES and not all(map(_is_key, keys)):
             missing = [k for k in keys if not _is_open(self._slots, k)]
             self._rejected += len(missing)
             raise KeyError(f"streams not open in this pool: {missing[:20]!r}")

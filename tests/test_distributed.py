@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import stream_gru as sg  # noqa: E402
-from stream_gru.distributed import ShardedPool  # noqa: E402
+from stream_gru.distributed import ShardedPool, ShardError  # noqa: E402
 from stream_gru.hash_ring import HashRing, hash64  # noqa: E402
 from stream_gru.pool import key_token  # noqa: E402
 
@@ -22,7 +22,7 @@ KEYS = [f"k{i}" for i in range(120)] + list(range(40)) + [("site", 3), b"raw"]
 @pytest.fixture(scope="module", autouse=True)
 def ray_runtime():
     """Two CPUs, as on CI: the shards reserve none, so more shards than cores fit."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -143,22 +143,80 @@ def test_a_killed_shard_restarts_from_its_checkpoint_and_replays(gru_model, tmp_
         t.sharded.shutdown()
 
 
-def test_a_shard_killed_while_ticks_run(gru_model):
-    """The kill lands wherever it lands (between ticks or inside one): no tick differs."""
-    t = Twins(gru_model.onnx, shards=2, checkpoint_every=3)
+class DiesWithTheNextCall:
+    """Stands in for a shard's actor handle: kills the real actor, waits until Ray
+    reports it dead, then sends the call to it, so the call is on its way to a dead
+    shard (what a crash during the operation looks like to the driver)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.apply = self
+
+    def remote(self, op):
+        ray.kill(self.actor)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actor.replay.remote([]))
+            except ray.exceptions.RayActorError:
+                break
+            time.sleep(0.05)
+        return self.actor.apply.remote(op)
+
+
+def _dies_with_next_call(pool, shard):
+    pool._shards[shard].actor = DiesWithTheNextCall(pool._shards[shard].actor)
+
+
+@pytest.mark.parametrize("operation", ["tick", "checkpoint", "add_shard", "expire", "save", "open"])
+def test_a_shard_that_dies_during_an_operation_is_replayed_within_it(
+    gru_model, tmp_path, operation
+):
+    t = Twins(gru_model.onnx, shards=2, checkpoint_every=1000)
     try:
         t.open(KEYS)
-        t.tick()
-        killer = threading.Timer(0.05, lambda: ray.kill(t.sharded.actor(0)))
-        killer.start()
-        deadline = time.monotonic() + 5
-        while not t.sharded.recoveries and time.monotonic() < deadline:
-            t.tick(share=1.0)
-        killer.join()
         for _ in range(3):
             t.tick()
-        assert [r.shard for r in t.sharded.recoveries] == [0]
+        t.sharded.checkpoint()
+        t.tick()
+        _dies_with_next_call(t.sharded, 1)
+        if operation == "tick":
+            t.tick(share=1.0)
+        elif operation == "checkpoint":
+            t.sharded.checkpoint()
+        elif operation == "add_shard":
+            t.sharded.add_shard()
+        elif operation == "expire":
+            assert t.sharded.expire(3600) == {}
+        elif operation == "save":
+            t.sharded.save(tmp_path / "saved")
+        else:
+            t.open(["late-1", "late-2", "late-3", 99])
+        assert [r.shard for r in t.sharded.recoveries] == [1]  # within the operation
+        assert t.sharded.recoveries[0].replayed_ops >= 1  # the tick since the checkpoint
+        for _ in range(2):
+            t.tick()
         t.assert_same_states()
+    finally:
+        t.sharded.shutdown()
+
+
+def test_a_shard_that_cannot_restart_makes_the_pool_refuse_every_call(gru_model, tmp_path):
+    t = Twins(gru_model.onnx, shards=2, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)
+    try:
+        t.open(KEYS)
+        for _ in range(3):
+            t.tick()
+        for f in (tmp_path / "ckpt").glob("shard-0.*.pool"):  # the disk lost its checkpoint
+            f.unlink()
+        ray.kill(t.sharded.actor(0))
+        with pytest.raises(ShardError, match="shard 0 died and could not be restarted"):
+            t.tick()
+        with pytest.raises(ShardError, match="unusable since shard 0 died"):
+            t.sharded.step_batch(KEYS[:2], np.zeros((2, 3), np.float32))
+        with pytest.raises(ShardError, match="load its last save"):
+            t.sharded.open("new")
+        assert [s.shard for s in t.sharded.stats()] == [0, 1]  # monitoring still answers
     finally:
         t.sharded.shutdown()
 
@@ -179,10 +237,10 @@ def test_save_and_load_continue_bit_exact(twins, gru_model, gru_twin, tmp_path):
         loaded.shutdown()
     with pytest.raises(sg.SnapshotError, match="saved by another model"):
         ShardedPool.load(gru_twin.onnx, tmp_path / "fleet")
-    shard_file = tmp_path / "fleet" / "shard-1.pool"
+    (shard_file,) = (tmp_path / "fleet").glob("shard-1.*.pool")
     data = shard_file.read_bytes()
     shard_file.write_bytes(data[:-5])
-    with pytest.raises(sg.SnapshotError, match=r"shard-1\.pool"):
+    with pytest.raises(sg.SnapshotError, match=rf"{shard_file.name}"):
         ShardedPool.load(gru_model.onnx, tmp_path / "fleet")
     with pytest.raises(sg.SnapshotError, match=r"holds no readable sharded-pool\.json"):
         ShardedPool.load(gru_model.onnx, tmp_path)
@@ -208,6 +266,12 @@ def test_bad_input_changes_no_stream_on_any_shard(twins):
         sp.open_many(["new", "k1"])
     with pytest.raises(TypeError, match="stream key must be"):
         sp.open(1.5)
+    with pytest.raises(KeyError, match=r"not open in this pool: \[3\.0\]"):  # 3 is open
+        sp.step({3.0: np.zeros(3)})
+    with pytest.raises(KeyError, match=r"not open in this pool: \[True\]"):  # so is 1
+        sp.step_batch([True, 3], np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="a sequence of keys, got str"):
+        sp.open_many("abc")
     with pytest.raises(sg.SnapshotError):
         sp.restore("new", b"not a snapshot")
     assert "new" not in sp
@@ -248,3 +312,38 @@ def test_threads_take_turns(twins):
         for x, y in zip(inputs[i], got[i], strict=True):
             np.testing.assert_array_equal(y, twins.local.step_batch(g, x))
     twins.assert_same_states()
+
+
+def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
+    twins, gru_model, tmp_path, monkeypatch
+):
+    import stream_gru.distributed as distributed
+
+    twins.tick()
+    twins.sharded.save(tmp_path / "fleet")
+    first = {k: twins.local.snapshot(k) for k in twins.local}
+    twins.sharded.remove_shard(2)  # the next save has other shards and other files
+    twins.tick()
+    real_write = distributed.atomic_write_bytes
+
+    def dies_at_the_manifest(path, data):
+        if path.name == distributed.MANIFEST:
+            raise KeyboardInterrupt("the process dies here")
+        return real_write(path, data)
+
+    monkeypatch.setattr(distributed, "atomic_write_bytes", dies_at_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        twins.sharded.save(tmp_path / "fleet")
+    monkeypatch.undo()
+    loaded = ShardedPool.load(gru_model.onnx, tmp_path / "fleet")
+    try:
+        assert loaded.shards == [0, 1, 2] and set(loaded) == set(first)
+        assert all(loaded.snapshot(k) == blob for k, blob in first.items())
+    finally:
+        loaded.shutdown()
+    with pytest.raises(TypeError, match="from the saved manifest"):
+        ShardedPool.load(gru_model.onnx, tmp_path / "fleet", replicas=4)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / distributed.MANIFEST).write_text('{"format": 1, "shards": []}')
+    with pytest.raises(sg.SnapshotError, match="holds no readable"):
+        ShardedPool.load(gru_model.onnx, tmp_path / "empty")
