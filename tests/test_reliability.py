@@ -232,6 +232,8 @@ CASES = [
          ValueError, r"keys named more than once in one tick: \['p1'\]"),
     Case("pool-batch-wrong-shape", lambda w: w.pool.step_batch(["p1", "p2"], np.zeros((3, 3))),
          ValueError, r"X has 3 rows for 2 keys"),
+    Case("pool-float-key-while-its-int-is-open", lambda w: w.pool.step({4.0: [0, 0, 0]}),
+         KeyError, r"streams not open in this pool: \[4\.0\]"),  # 4.0 == 4, never stream 4
     Case("pool-key-of-refused-type", lambda w: w.pool.open(1.5), TypeError,
          r"stream key must be a str, int, bytes.*got float 1\.5"),
     Case("pool-open-an-open-key", lambda w: w.pool.open("p1"), ValueError,
