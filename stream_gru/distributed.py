@@ -38,13 +38,13 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from .errors import SnapshotError, StreamGRUError
+from .errors import ShardError, SnapshotError
 from .files import atomic_write_bytes
 from .hash_ring import HashRing, hash64
 from .pool import PLAIN_KEY_TYPES, StreamPool, check_batch, check_key, check_samples, key_token
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
-from .shard import Op, Shard, ShardSettings
+from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
 from .spec import ModelIO
 
 try:
@@ -57,34 +57,6 @@ __all__ = ["Recovery", "ShardError", "ShardStats", "ShardedPool"]
 MANIFEST = "sharded-pool.json"
 _MANIFEST_FORMAT = 1
 _TICK_WINDOW = 1024
-
-
-class ShardError(StreamGRUError):
-    """A shard died and could not be restarted, or refused what the driver sent: the
-    pool can no longer vouch for its streams and refuses every call."""
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """One restart of a dead shard: from which checkpoint, with how much replayed."""
-
-    shard: int
-    checkpoint_streams: int  # streams in the checkpoint it restarted from
-    replayed_ops: int
-    replayed_stream_steps: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ShardStats:
-    """One shard's counters, as the driver saw them."""
-
-    shard: int
-    streams: int
-    stream_steps: int
-    busy_seconds: float  # time the shard spent in its pool's ticks
-    checkpoints: int
-    recoveries: int
 
 
 @dataclass

@@ -8,7 +8,14 @@ corrupt or belongs to another model.
 
 from __future__ import annotations
 
-__all__ = ["CompareError", "ExportError", "ModelError", "SnapshotError", "StreamGRUError"]
+__all__ = [
+    "CompareError",
+    "ExportError",
+    "ModelError",
+    "ShardError",
+    "SnapshotError",
+    "StreamGRUError",
+]
 
 
 class StreamGRUError(Exception):
@@ -32,3 +39,8 @@ class ExportError(StreamGRUError):
 class CompareError(StreamGRUError):
     """Two models that ``stream-gru compare`` cannot compare (other features, outputs or
     task), or data that lacks the columns they need."""
+
+
+class ShardError(StreamGRUError):
+    """A shard of a ``ShardedPool`` died and could not be restarted, or refused what the
+    driver sent: the pool can no longer vouch for its streams and refuses every call."""

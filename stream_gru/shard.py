@@ -21,10 +21,33 @@ from .runtime import load_bytes
 from .session import SessionOptions
 from .spec import ModelIO
 
-__all__ = ["Op", "Shard", "ShardSettings"]
+__all__ = ["Op", "Recovery", "Shard", "ShardSettings", "ShardStats"]
 
 # An operation as the driver logs it and a shard applies it: (name, *arguments).
 Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """One restart of a dead shard: from which checkpoint, with how much replayed."""
+
+    shard: int
+    checkpoint_streams: int  # streams in the checkpoint it restarted from
+    replayed_ops: int
+    replayed_stream_steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    """One shard's counters, as the driver saw them."""
+
+    shard: int
+    streams: int
+    stream_steps: int
+    busy_seconds: float  # time the shard spent in its pool's ticks
+    checkpoints: int
+    recoveries: int
 
 
 @dataclass(frozen=True)
