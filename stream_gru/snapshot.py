@@ -103,7 +103,8 @@ def decode(
             shape = tuple(int(d) for d in entry["shape"])
             if any(d < 0 for d in shape):
                 raise ValueError(f"shape {shape}")
-            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            with np.errstate(all="raise"):
+                size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if pos + size > len(body):
                 raise ValueError(f"array '{entry['name']}' runs past the end")
             arr = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=pos)
