@@ -30,6 +30,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,15 @@ def _guarded(method: F) -> F:
                     f"this sharded pool is unusable since {self._broken}; "
                     "load its last save with ShardedPool.load"
                 )
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
+            if self._broken is None and any(
+                len(h.log) >= self.checkpoint_every for h in self._shards.values()
+            ):
+                # The call is done on every shard: its result goes back even where a
+                # shard fails this checkpoint (then the next call raises ShardError).
+                with contextlib.suppress(ShardError):
+                    self._checkpoint()
+            return result
 
     return cast(F, guarded)
 
@@ -158,8 +167,7 @@ class ShardedPool:
         start: dict[int, bytes | None] = (
             dict(_checkpoints) if _checkpoints else dict.fromkeys(range(shards))
         )
-        for sid, checkpoint in start.items():
-            self._start_shard(sid, checkpoint)
+        self._start_shards(start)
         self._next_id = max(start) + 1
 
     def __repr__(self) -> str:
@@ -259,11 +267,6 @@ class ShardedPool:
             self._shards[sid].busy_seconds += busy
         self._ticks += 1
         self._tick_seconds.append(time.perf_counter() - start)
-        if self._ticks % self.checkpoint_every == 0:
-            # The tick is done on every shard: its outputs go back even where a shard
-            # fails its checkpoint (then the pool is unusable from the next call on).
-            with contextlib.suppress(ShardError):
-                self._checkpoint()
         return out
 
     def _route(
@@ -343,7 +346,7 @@ class ShardedPool:
         Returns its id."""
         sid = self._next_id
         self._next_id += 1
-        self._start_shard(sid, None)
+        self._start_shards({sid: None})
         self._move_keys()
         return sid
 
@@ -405,6 +408,14 @@ class ShardedPool:
         counts = Counter(self._owner.values())
         for sid, result in done.items():
             handle = self._shards[sid]
+            if isinstance(result, OSError):  # e.g. a full disk: keep the log, retry later
+                warnings.warn(
+                    f"shard {sid} could not write its checkpoint ({result}); its replay log "
+                    f"({len(handle.log)} operations) is kept and the checkpoint retried",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                continue
             _discard(handle.checkpoint)
             handle.checkpoint, handle.checkpoint_streams = result, counts[sid]
             handle.log.clear()
@@ -414,7 +425,7 @@ class ShardedPool:
         if self.checkpoint_dir is None:
             return None
         n = self._shards[sid].checkpoints + 1
-        return str(self.checkpoint_dir / f"shard-{sid}.{self._name}.{n:08d}.pool")
+        return str(self.checkpoint_dir / f"ckpt-{sid}.{self._name}.{n:08d}.pool")
 
     @_guarded
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -517,6 +528,7 @@ class ShardedPool:
                     ray.kill(handle.actor)
                 _discard(handle.checkpoint)
             self._shards.clear()
+            self._broken = self._broken or "shutdown() was called"
 
     def __enter__(self) -> ShardedPool:
         return self
@@ -525,9 +537,24 @@ class ShardedPool:
         self.shutdown()
 
     # -- the machinery -------------------------------------------------------------------
-    def _start_shard(self, sid: int, checkpoint: bytes | None) -> None:
-        self._ring.add(sid)
-        self._shards[sid] = _Handle(self._new_actor(checkpoint), checkpoint=checkpoint)
+    def _start_shards(self, checkpoints: Mapping[int, bytes | None]) -> None:
+        """Start shards and wait until each is up (at most ``restart_timeout``); where
+        one cannot start, stop them all and raise ``ShardError``: nothing changed."""
+        actors = {sid: self._new_actor(blob) for sid, blob in checkpoints.items()}
+        try:
+            ray.get([a.replay.remote([]) for a in actors.values()], timeout=self.restart_timeout)
+        except (ray.exceptions.RayError, TimeoutError) as e:
+            for actor in actors.values():
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+            raise ShardError(
+                f"{len(actors)} shard(s) could not start within {self.restart_timeout:g} s "
+                f"(each asks for {self._cpus:g} CPUs; the cluster has "
+                f"{_cluster_cpus():g}): {_reason(e)}"
+            ) from None
+        for sid, actor in actors.items():
+            self._ring.add(sid)
+            self._shards[sid] = _Handle(actor, checkpoint=checkpoints[sid])
 
     def _new_actor(self, checkpoint: Any) -> Any:
         remote = _remote_shard().options(
@@ -549,27 +576,32 @@ class ShardedPool:
         (the operation included), and its result comes from the replay. Any failure
         that leaves a shard's state unknown makes the pool unusable (``ShardError``).
         """
-        futures = {}
-        for sid, op in ops.items():
-            if log:
-                self._shards[sid].log.append(op)
-            futures[sid] = self._shards[sid].actor.apply.remote(op)
         results: dict[int, Any] = {}
         failures: list[str] = []
-        for sid, future in futures.items():
-            try:
-                results[sid] = ray.get(future)
-            except ray.exceptions.RayActorError:
+        try:
+            futures = {}
+            for sid, op in ops.items():
+                if log:
+                    self._shards[sid].log.append(op)
+                futures[sid] = self._shards[sid].actor.apply.remote(op)
+            for sid, future in futures.items():
                 try:
-                    results[sid] = self._recover(sid, None if log else ops[sid])
-                except ShardError as e:
-                    failures.append(str(e))
+                    results[sid] = ray.get(future)
+                except ray.exceptions.RayActorError:
+                    try:
+                        results[sid] = self._recover(sid, None if log else ops[sid])
+                    except ShardError as e:
+                        failures.append(str(e))
+                        continue
+                except ray.exceptions.RayError as e:  # refused: the driver's view is wrong
+                    failures.append(f"shard {sid} refused {ops[sid][0]!r}: {_reason(e)}")
                     continue
-            except ray.exceptions.RayError as e:  # the shard refused it: the driver's view is wrong
-                failures.append(f"shard {sid} refused {ops[sid][0]!r}: {e}")
-                continue
-            if then is not None:
-                self._shards[sid].log.extend(then(sid, results[sid]))
+                if then is not None:
+                    self._shards[sid].log.extend(then(sid, results[sid]))
+        except BaseException as e:  # Ctrl-C or a timeout: shards may have applied it
+            names = sorted({op[0] for op in ops.values()})
+            self._broken = f"a call was interrupted ({type(e).__name__}) while shards ran {names}"
+            raise
         if failures:
             self._broken = "; ".join(failures)
             raise ShardError(self._broken)
@@ -589,7 +621,7 @@ class ShardedPool:
         except (ray.exceptions.RayError, TimeoutError) as e:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
-            raise ShardError(f"shard {sid} died and could not be restarted: {e!r:.300}") from e
+            raise ShardError(f"shard {sid} died and could not be restarted: {_reason(e)}") from e
         handle.actor = actor
         handle.recoveries += 1
         self.recoveries.append(
@@ -628,7 +660,18 @@ def _connect(address: str | None) -> None:
 def _discard(checkpoint: Any) -> None:
     """Delete a superseded checkpoint file (bytes need nothing)."""
     if isinstance(checkpoint, str):
-        Path(checkpoint).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(checkpoint).unlink(missing_ok=True)
+
+
+def _reason(error: BaseException) -> str:
+    """One readable line for a Ray error: the shard's own exception where there is one
+    (not Ray's coloured remote traceback)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"[:300]
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def _is_key(key: object) -> bool:
@@ -638,3 +681,8 @@ def _is_key(key: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+def _cluster_cpus() -> float:
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return float(resources.get("CPU", 0))

@@ -81,7 +81,8 @@ class Shard:
         - ``("snapshot", keys)`` -> their snapshots; ``("take", keys)`` -> the same, and
           the keys close (the first half of a move)
         - ``("expire", idle_seconds)`` -> {key: snapshot} of the streams it closed
-        - ``("checkpoint", path or None)`` -> the path written, or the pool file's bytes
+        - ``("checkpoint", path or None)`` -> the path written (or the ``OSError`` that
+          stopped it), or the pool file's bytes
         """
         name, *args = op
         pool = self.pool
@@ -111,11 +112,14 @@ class Shard:
             return blobs
         if name == "expire":
             return pool.expire(args[0])
-        if name == "checkpoint":
+        if name == "checkpoint":  # an OSError is returned, not raised: nothing changed
             blob = pool.to_bytes()
             if args[0] is None:
                 return blob
-            atomic_write_bytes(args[0], blob)
+            try:
+                atomic_write_bytes(args[0], blob)
+            except OSError as e:
+                return e
             return args[0]
         raise ValueError(f"unknown shard operation {name!r}")
 

@@ -132,12 +132,15 @@ def test_a_killed_shard_restarts_from_its_checkpoint_and_replays(gru_model, tmp_
         t.assert_same_states()
         recoveries = t.sharded.recoveries
         assert [r.shard for r in recoveries] == [2, 2]
-        # killed after tick 7: ticks 6 and 7 since the checkpoint, and tick 8 itself
-        assert recoveries[0].replayed_ops == 3 and recoveries[0].replayed_stream_steps > 0
+        # A checkpoint follows the call that fills a log to 5 operations: the open and
+        # ticks 1-4, then ticks 5-9 (tick 8 replayed: 5, 6, 7 and itself), then 10-14;
+        # tick 17's replay is 15, 16 and itself.
+        assert [r.replayed_ops for r in recoveries] == [4, 3]
+        assert recoveries[0].replayed_stream_steps > 0
         assert recoveries[0].checkpoint_streams == t.sharded.stats()[2].streams
         if on_disk:  # one file per shard: each confirmed checkpoint replaces the last
             assert sorted(p.name.split(".")[0] for p in (tmp_path / "ckpt").iterdir()) == [
-                "shard-0", "shard-1", "shard-2",
+                "ckpt-0", "ckpt-1", "ckpt-2",
             ]  # fmt: skip
     finally:
         t.sharded.shutdown()
@@ -207,7 +210,7 @@ def test_a_shard_that_cannot_restart_makes_the_pool_refuse_every_call(gru_model,
         t.open(KEYS)
         for _ in range(3):
             t.tick()
-        for f in (tmp_path / "ckpt").glob("shard-0.*.pool"):  # the disk lost its checkpoint
+        for f in (tmp_path / "ckpt").glob("ckpt-0.*.pool"):  # the disk lost its checkpoint
             f.unlink()
         ray.kill(t.sharded.actor(0))
         with pytest.raises(ShardError, match="shard 0 died and could not be restarted"):
@@ -347,3 +350,61 @@ def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
     (tmp_path / "empty" / distributed.MANIFEST).write_text('{"format": 1, "shards": []}')
     with pytest.raises(sg.SnapshotError, match="holds no readable"):
         ShardedPool.load(gru_model.onnx, tmp_path / "empty")
+
+
+def test_an_interrupted_call_makes_the_pool_refuse_every_call(twins, monkeypatch):
+    """Ctrl-C while shards run a tick: they may have stepped, so the driver cannot
+    vouch for any state; it says so instead of serving what it cannot know."""
+    import stream_gru.distributed as distributed
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed.ray, "get", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        twins.sharded.step_batch(KEYS, np.zeros((len(KEYS), 3), np.float32))
+    monkeypatch.undo()
+    with pytest.raises(ShardError, match=r"interrupted \(KeyboardInterrupt\) while shards ran"):
+        twins.sharded.step_batch(KEYS, np.zeros((len(KEYS), 3), np.float32))
+
+
+def test_shards_that_cannot_be_placed_fail_at_once_with_a_reason(gru_model):
+    with pytest.raises(ShardError, match=r"could not start within 3 s \(each asks for 1 CPUs"):
+        ShardedPool(gru_model.onnx, shards=3, cpus_per_shard=1, restart_timeout=3)
+    ShardedPool(gru_model.onnx, shards=2, cpus_per_shard=1).shutdown()  # the CPUs came back
+
+
+def test_a_pool_after_shutdown_says_so(gru_model):
+    pool = ShardedPool(gru_model.onnx, shards=2)
+    pool.open("a")
+    pool.shutdown()
+    with pytest.raises(ShardError, match=r"shutdown\(\) was called"):
+        pool.step({"a": np.zeros(3)})
+
+
+def test_checkpoints_survive_a_save_into_their_folder_and_a_full_disk(gru_model, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    t = Twins(gru_model.onnx, shards=2, checkpoint_dir=ckpt, checkpoint_every=3)
+    try:
+        t.open(KEYS)
+        for _ in range(4):
+            t.tick()
+        t.sharded.save(ckpt)  # the save's cleanup must not take the live checkpoints
+        ray.kill(t.sharded.actor(0))
+        t.tick()
+        assert [r.shard for r in t.sharded.recoveries] == [0]
+        for f in ckpt.iterdir():  # the folder becomes unwritable: a file in its place
+            f.unlink()
+        ckpt.rmdir()
+        ckpt.write_text("not a folder")
+        with pytest.warns(RuntimeWarning, match="could not write its checkpoint"):
+            for _ in range(4):
+                t.tick()
+        ckpt.unlink()  # the disk is back: the next checkpoint succeeds, the logs end
+        for _ in range(4):
+            t.tick()
+        ray.kill(t.sharded.actor(1))
+        t.tick()
+        t.assert_same_states()
+    finally:
+        t.sharded.shutdown()
