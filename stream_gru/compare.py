@@ -35,6 +35,7 @@ import numpy as np
 from .compare_data import read_features, read_targets, stream_metrics
 from .errors import CompareError
 from .files import atomic_write_bytes
+from .progress import progress_bar
 from .recordings import Recording
 from .runtime import StreamingModel, load
 from .spec import ModelSpec
@@ -249,24 +250,6 @@ def _summary(model: StreamingModel, metrics: dict[str, float] | None) -> ModelSu
     )
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm comes with the train extra; the runtime does without
-        return _NoBar()
-    return tqdm(total=total, desc="compare", unit="step", leave=False)
-
-
 class _Tally:
     """The divergence, added up recording by recording."""
 
@@ -369,7 +352,7 @@ def compare_models(
     output_names = a.spec.output_names or tuple(f"y{j}" for j in range(a.spec.output_size or 1))
 
     total = sum(len(r) for r in feats.recordings)
-    bar = _progress(progress, 2 * total)
+    bar = progress_bar(progress, desc="compare", unit="step", total=2 * total)
     tally = _Tally(atol, rtol, output_names)
     outs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for i, rec in enumerate(feats.recordings):

@@ -32,6 +32,7 @@ import torch
 
 from .files import atomic_write_bytes
 from .network import GRUModel, load_checkpoint, model_facts
+from .progress import progress_bar
 from .runtime import StreamingModel, load
 
 __all__ = ["CheckResult", "VerifyReport", "verify"]
@@ -292,7 +293,9 @@ def verify(
     checks = [_metadata_check(model, net)]
     if not checks[0].passed:  # other sizes or names: the numbers cannot be compared
         return report(checks)
-    bar = _progress(progress, total=len(batch_sizes) + 2 + chunkings)
+    bar = progress_bar(
+        progress, desc="verify", unit="check", total=len(batch_sizes) + 2 + chunkings
+    )
     bar.update(1)
     for b in batch_sizes:
         x, h0 = inputs(b, sequence_length), reachable_states(b)
@@ -327,19 +330,3 @@ def verify(
         bar.update(1)
     bar.close()
     return report(checks)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="verify", unit="check", leave=False)
