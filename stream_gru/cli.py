@@ -42,6 +42,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "run_guarded",
+    "train_options",
 ]
 
 TRAIN_EXTRA_HINT = (
@@ -140,24 +141,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = load_dataset(args.data, **kwargs)
     except (ValueError, KeyError) as e:
         raise SystemExit(f"stream-gru train: {e}") from None
-    config = GRUConfig(
-        input_size=data.input_size,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        output_size=data.output_size,
-        task=data.task,
-        cell=args.cell,
-        dropout=args.dropout,
+    config = GRUConfig.for_data(
+        data, hidden_size=args.hidden, num_layers=args.layers, cell=args.cell, dropout=args.dropout
     )
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        window=args.window,
-        lr=args.lr,
-        patience=args.patience,
-        seed=args.seed,
-        progress=not args.quiet,  # --quiet drops the bar, never the line per epoch
-    )
+    options = train_options(args)
     print(
         f"training a {args.cell.upper()} ({data.task}) on {len(data.recordings)} recordings of "
         f"{data.input_size} features from {args.data}",
@@ -315,6 +302,21 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (the line per epoch stays)"
+    )
+
+
+def train_options(args: argparse.Namespace, **overrides: Any) -> TrainOptions:
+    """``TrainOptions`` from the options ``add_train_options`` declared (and ``--quiet``,
+    which drops the bar, never the line per epoch)."""
+    return TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        window=args.window,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        progress=not args.quiet,
+        **overrides,
     )
 
 

@@ -18,8 +18,8 @@ from .cli import (
     add_train_options,
     non_negative_float,
     positive_int,
+    train_options,
 )
-from .config import TrainOptions
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_TROUBLE", "add_compare_parser", "cmd_compare"]
 
@@ -212,16 +212,8 @@ def _cells(args: argparse.Namespace) -> int:
         task=args.task,
         horizon=args.horizon,
     )
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        window=args.window,
-        lr=args.lr,
-        patience=args.patience,
-        seed=args.seed,
-        progress=not args.quiet,
-        epoch_lines=False,  # two runs of epoch lines would bury the table: a bar instead
-    )
+    # two runs of epoch lines would bury the table: a bar instead
+    options = train_options(args, epoch_lines=False)
     out = args.out or _DEFAULT_OUT
     print(
         f"compare GRU vs LSTM on {data.source}: {data.task}, {len(data.recordings)} "
