@@ -347,14 +347,7 @@ def _warm_up(
     quiet = replace(options, epochs=1, progress=False, epoch_lines=False)
     with tempfile.TemporaryDirectory(prefix="stream-gru-warm-up-") as tmp:
         for cell in cells:
-            config = GRUConfig(
-                input_size=data.input_size,
-                hidden_size=hidden,
-                num_layers=layers,
-                output_size=data.output_size,
-                task=data.task,
-                cell=cell,  # type: ignore[arg-type]
-            )
+            config = GRUConfig.for_data(data, hidden_size=hidden, num_layers=layers, cell=cell)
             train(data, config, quiet, out_dir=Path(tmp) / cell)
 
 
@@ -390,13 +383,11 @@ def compare_cells(
     _warm_up(data, cells, hidden, layers, options, train)
     rows = []
     for n, cell in enumerate(cells, start=1):
-        config = GRUConfig(
-            input_size=data.input_size,
+        config = GRUConfig.for_data(
+            data,
             hidden_size=hidden,
             num_layers=layers,
-            output_size=data.output_size,
-            task=data.task,
-            cell=cell,  # type: ignore[arg-type]
+            cell=cell,
             dropout=dropout,
         )
         where = out / cell

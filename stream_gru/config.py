@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 __all__ = ["Cell", "GRUConfig", "Task", "TrainOptions"]
 
 Task = Literal["regression", "classification"]
 Cell = Literal["gru", "lstm"]
+
+
+class DataShape(Protocol):
+    """What a config takes from a dataset (``SensorDataset`` has it)."""
+
+    @property
+    def input_size(self) -> int: ...
+    @property
+    def output_size(self) -> int: ...
+    @property
+    def task(self) -> Task: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,13 @@ class GRUConfig:
             raise ValueError(f"GRUConfig.cell must be 'gru' or 'lstm', got {self.cell!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GRUConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @classmethod
+    def for_data(cls, data: DataShape, **fields: Any) -> GRUConfig:
+        """A config shaped for ``data``: its input size, output size and task (``fields``
+        sets the rest, and may override the task)."""
+        shape = {"input_size": data.input_size, "output_size": data.output_size, "task": data.task}
+        return cls(**{**shape, **fields})
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,7 @@ def run_demo(
     )
 
     print(f"[1/4] train a GRU (hidden {hidden}) -> {out_dir}/checkpoint.pt", flush=True)
-    config = GRUConfig(
-        input_size=train_ds.input_size,
-        hidden_size=hidden,
-        output_size=train_ds.output_size,
-        task="classification",
-    )
+    config = GRUConfig.for_data(train_ds, hidden_size=hidden, task="classification")
     result = train(
         train_ds,
         config,

@@ -88,13 +88,7 @@ def train(
     options = options or TrainOptions()
     _check_classes(data)
     if config is None:
-        config = GRUConfig(
-            input_size=data.input_size,
-            hidden_size=64,
-            num_layers=1,
-            output_size=data.output_size,
-            task=data.task,
-        )
+        config = GRUConfig.for_data(data, hidden_size=64, num_layers=1)
     _check_fits(config, data, "data")
     if validation is None:
         train_ds, val_ds = split_dataset(
