@@ -81,21 +81,29 @@ def test_corrupted_snapshots_always_raise_snapshot_error(model, snapshot):
     check()
 
 
-def test_corrupted_pool_files_always_raise_snapshot_error(model, pool_file_bytes):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bad.pool"
+@pytest.fixture(scope="module")
+def load_pool_file(model, tmp_path_factory):
+    """``StreamPool.load`` of a file holding ``blob``: pool files go through the file path."""
+    path = tmp_path_factory.mktemp("fuzz") / "f.pool"
 
-        @FUZZ
-        @given(blob=corruptions(pool_file_bytes))
-        def check(blob: bytes) -> None:
-            path.write_bytes(blob)
-            if blob == pool_file_bytes:
-                assert len(sg.StreamPool.load(model, path)) == 4
-                return
-            with pytest.raises(sg.SnapshotError):
-                sg.StreamPool.load(model, path)
+    def load(blob: bytes) -> sg.StreamPool:
+        path.write_bytes(blob)
+        return sg.StreamPool.load(model, path)
 
-        check()
+    return load
+
+
+def test_corrupted_pool_files_always_raise_snapshot_error(pool_file_bytes, load_pool_file):
+    @FUZZ
+    @given(blob=corruptions(pool_file_bytes))
+    def check(blob: bytes) -> None:
+        if blob == pool_file_bytes:
+            assert len(load_pool_file(blob)) == 4
+            return
+        with pytest.raises(sg.SnapshotError):
+            load_pool_file(blob)
+
+    check()
 
 
 def test_random_bytes_never_pass_as_a_snapshot(model):
@@ -239,20 +247,18 @@ def test_crafted_snapshots_raise_snapshot_error_or_restore_a_sane_state(model, s
     check()
 
 
-def test_crafted_pool_files_raise_snapshot_error_or_load_a_sane_pool(model, pool_file_bytes):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "crafted.pool"
+def test_crafted_pool_files_raise_snapshot_error_or_load_a_sane_pool(
+    pool_file_bytes, load_pool_file
+):
+    @CRAFTED
+    @given(blob=crafted(pool_file_bytes))
+    def check(blob: bytes) -> None:
+        try:
+            pool = load_pool_file(blob)
+        except sg.SnapshotError:
+            return
+        for k in pool:
+            assert pool.steps(k) >= 0
+            assert all(np.isfinite(v).all() for v in pool.state(k).values())
 
-        @CRAFTED
-        @given(blob=crafted(pool_file_bytes))
-        def check(blob: bytes) -> None:
-            path.write_bytes(blob)
-            try:
-                pool = sg.StreamPool.load(model, path)
-            except sg.SnapshotError:
-                return
-            for k in pool:
-                assert pool.steps(k) >= 0
-                assert all(np.isfinite(v).all() for v in pool.state(k).values())
-
-        check()
+    check()
