@@ -42,7 +42,16 @@ import numpy as np
 from .errors import ShardError, SnapshotError
 from .files import atomic_write_bytes
 from .hash_ring import HashRing, hash64
-from .pool import PLAIN_KEY_TYPES, StreamPool, check_batch, check_key, check_samples, key_token
+from .pool import (
+    PLAIN_KEY_TYPES,
+    StreamPool,
+    check_batch,
+    check_key,
+    check_samples,
+    is_key,
+    key_in,
+    key_token,
+)
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
 from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
@@ -175,10 +184,7 @@ class ShardedPool:
 
     # -- membership ------------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
-        try:
-            return key in self._owner and _is_key(key)
-        except TypeError:
-            return False
+        return key_in(self._owner, key)
 
     def __len__(self) -> int:
         return len(self._owner)
@@ -281,7 +287,7 @@ class ShardedPool:
         if generation == self._generation and plain and keys == recent_keys:
             return recent
         try:
-            if not plain and not all(map(_is_key, keys)):
+            if not plain and not all(map(is_key, keys)):
                 raise KeyError
             owners = np.fromiter(map(self._owner.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
@@ -672,15 +678,6 @@ def _reason(error: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"[:300]
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
-
-
-def _is_key(key: object) -> bool:
-    """Keys of refused types (1.0, True) hash like 1: never a stream of this pool."""
-    try:
-        check_key(key)
-    except TypeError:
-        return False
-    return True
 
 
 def _cluster_cpus() -> float:

@@ -45,6 +45,8 @@ __all__ = [
     "check_batch",
     "check_key",
     "check_samples",
+    "is_key",
+    "key_in",
     "key_token",
 ]
 
@@ -58,24 +60,24 @@ _LATENCY_WINDOW = 1024
 PLAIN_KEY_TYPES = frozenset({str, int, bytes})
 
 
-def _is_key(key: Any) -> bool:
+def is_key(key: Any) -> bool:
     """Whether ``key`` is of a type ``open`` accepts (see ``check_key``)."""
     kind = type(key)
     if kind is str or kind is int or kind is bytes:
         return True
     if kind is tuple:
-        return all(map(_is_key, key))
+        return all(map(is_key, key))
     return (
         isinstance(key, (str, int, bytes, tuple))
         and not isinstance(key, bool)
-        and (not isinstance(key, tuple) or all(map(_is_key, key)))
+        and (not isinstance(key, tuple) or all(map(is_key, key)))
     )
 
 
-def _is_open(slots: Mapping[Any, int], key: Any) -> bool:
+def key_in(slots: Mapping[Any, int], key: Any) -> bool:
     """``key in slots``, but False for keys of a type ``open`` refuses (``1.0`` and
     ``True`` hash like ``1``, and must not reach stream ``1``) and for unhashable ones."""
-    if not _is_key(key):
+    if not is_key(key):
         return False
     try:
         return key in slots
@@ -308,7 +310,7 @@ class StreamPool:
     # -- membership --------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return _is_open(self._slots, key)
+            return key_in(self._slots, key)
 
     def __len__(self) -> int:
         with self._lock:
@@ -405,7 +407,7 @@ class StreamPool:
                 )
                 keys = [k for k, ok in zip(keys, still_open, strict=True) if ok]
                 xs = xs[np.asarray(still_open, np.bool_)]
-            for key in [k for k in rejected if not _is_key(k)]:
+            for key in [k for k in rejected if not is_key(k)]:
                 rejected[key] = "stream not open"
             self._rejected += len(rejected)
             if not keys:
@@ -444,7 +446,7 @@ class StreamPool:
         """Which keys are open (under the lock); one C-level pass for plain key types."""
         if set(map(type, keys)) <= PLAIN_KEY_TYPES:
             return [k in self._slots for k in keys]
-        return [_is_open(self._slots, k) for k in keys]
+        return [key_in(self._slots, k) for k in keys]
 
     def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
@@ -459,14 +461,14 @@ class StreamPool:
                 return recent_slots
         # Keys of refused types (1.0 and True hash like 1) must not reach a stream; the
         # types are read in one C-level pass, the slow check only for unusual ones.
-        if not set(map(type, keys)) <= PLAIN_KEY_TYPES and not all(map(_is_key, keys)):
-            missing = [k for k in keys if not _is_open(self._slots, k)]
+        if not set(map(type, keys)) <= PLAIN_KEY_TYPES and not all(map(is_key, keys)):
+            missing = [k for k in keys if not key_in(self._slots, k)]
             self._rejected += len(missing)
             raise KeyError(f"streams not open in this pool: {missing[:20]!r}")
         try:
             slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
-            missing = [k for k in keys if not _is_open(self._slots, k)]
+            missing = [k for k in keys if not key_in(self._slots, k)]
             self._rejected += len(missing)
             raise KeyError(f"streams not open in this pool: {missing[:20]!r}") from None
         if check_distinct:
