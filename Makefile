@@ -13,7 +13,9 @@ RUNTIME_MODULES := stream_gru/__init__.py stream_gru/errors.py stream_gru/spec.p
 	stream_gru/config.py stream_gru/checks.py stream_gru/snapshot.py stream_gru/onnx_file.py stream_gru/files.py \
 	stream_gru/session.py stream_gru/binding.py stream_gru/runtime.py stream_gru/batched.py \
 	stream_gru/state_store.py stream_gru/pool.py stream_gru/pipe.py \
-	stream_gru/hash_ring.py stream_gru/shard.py stream_gru/distributed.py
+	stream_gru/hash_ring.py stream_gru/shard.py stream_gru/distributed.py \
+	stream_gru/agreement.py stream_gru/keys.py stream_gru/sniff.py stream_gru/install.py \
+	stream_gru/csv_data.py stream_gru/loaders.py stream_gru/recordings.py stream_gru/data.py
 
 .PHONY: install demo test bench soak lint format clean help
 

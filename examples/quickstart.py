@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 import stream_gru as sg
-from stream_gru.datasets import load_basic_motions
+from stream_gru.datasets import basic_motions_misfit, load_basic_motions
 
 
 def main() -> None:
@@ -24,10 +24,21 @@ def main() -> None:
     if not args.model.exists():
         raise SystemExit(f"{args.model} does not exist: run `make demo` first, or pass --model")
 
-    model = sg.load(args.model)  # provider="auto": CUDA where usable, else the CPU
+    try:
+        model = sg.load(args.model)  # provider="auto": CUDA where usable, else the CPU
+    except sg.StreamGRUError as e:
+        raise SystemExit(f"this example needs a model made by stream-gru: {e}") from None
+    misfit = basic_motions_misfit(model.spec)
+    if misfit:
+        raise SystemExit(
+            f"{args.model} does not fit this example, which streams a BasicMotions recording "
+            f"(a smartwatch's 6 channels, 4 activities): {misfit}. Use the demo's model "
+            f"(`make demo`) or one trained on BasicMotions."
+        )
     print(model)
-    recording = load_basic_motions("test").recordings[0]
-    truth = model.spec.output_names[int(recording.y[-1])]
+    test = load_basic_motions("test")
+    recording = test.recordings[0]
+    truth = test.output_names[int(recording.y[-1])]
 
     stream = model.stream()  # one device, its own hidden state
     for t, sample in enumerate(recording.x[:60], start=1):  # samples as they arrive

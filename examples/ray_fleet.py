@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address=args.address)
     else:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    model = sg.load(args.model, provider="cpu")
+    try:
+        model = sg.load(args.model, provider="cpu")
+    except sg.StreamGRUError as e:
+        raise SystemExit(f"this example needs a model made by stream-gru: {e}") from None
     width = model.spec.input_size
     rng = np.random.default_rng(args.seed)
     sensors = [f"sensor-{i:06d}" for i in range(args.sensors)]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import stream_gru as sg
-from stream_gru.datasets import load_basic_motions
+from stream_gru.datasets import basic_motions_misfit, load_basic_motions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.exists():
         raise SystemExit(f"{args.model} does not exist: run `make demo` first, or pass --model")
 
-    names = sg.load(args.model, provider="cpu").spec.output_names
+    try:
+        spec = sg.load(args.model, provider="cpu").spec
+    except sg.StreamGRUError as e:
+        raise SystemExit(f"this example needs a model made by stream-gru: {e}") from None
+    misfit = basic_motions_misfit(spec)
+    if misfit:
+        raise SystemExit(
+            f"{args.model} does not fit this example, which replays BasicMotions recordings "
+            f"(a smartwatch's 6 channels, 4 activities): {misfit}. Use the demo's model "
+            f"(`make demo`) or one trained on BasicMotions."
+        )
+    names = spec.output_names
     recordings = load_basic_motions("test").recordings
     watches = [recordings[(i * 7) % len(recordings)] for i in range(args.watches)]
     server = subprocess.Popen(

@@ -55,8 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.model} does not exist: run `make demo` first, or pass --model")
 
     rng = np.random.default_rng(args.seed)
-    model = sg.load(args.model, provider="cpu")
+    try:
+        model = sg.load(args.model, provider="cpu")
+    except sg.StreamGRUError as e:
+        raise SystemExit(f"this example needs a model made by stream-gru: {e}") from None
     spec = model.spec
+    if len(spec.sample_shape) != 1:
+        raise SystemExit(
+            f"{args.model} takes samples of shape {spec.sample_shape}; this "
+            "example simulates sensors that send one vector per sample"
+        )
     mean = np.asarray(spec.normalization.get("feature_mean", (0.0,) * spec.input_size), np.float32)
     std = np.asarray(spec.normalization.get("feature_std", (1.0,) * spec.input_size), np.float32)
     clock = SimClock()

@@ -155,7 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     if not model_path.is_file():
         raise SystemExit(f"{model_path} does not exist")
 
-    vad = sg.load(model_path, io=SILERO_IO, provider="cpu")
+    try:
+        vad = sg.load(model_path, io=SILERO_IO, provider="cpu")
+    except sg.StreamGRUError as e:
+        raise SystemExit(
+            f"{model_path} does not fit this example, which needs Silero VAD's "
+            f"silero_vad.onnx (input 'input' of 576 samples, state 'state', 'sr'): {e}"
+        ) from None
     audio = read_wav(args.wav)
     print(vad)
     n_chunks = len(audio) // NEW

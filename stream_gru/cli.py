@@ -13,8 +13,8 @@ Typical pipeline:
   stream-gru compare old.onnx new.onnx --data recorded.csv           # same outputs?
 
 `train`, `export`, `verify`, `demo` and `compare DATA` need the train extra (torch,
-onnx): pip install 'stream-gru[train]'. `info`, `run`, `bench MODEL` and
-`compare OLD.onnx NEW.onnx` need only the runtime.
+onnx): pip install 'stream-gru[train]' (from a checkout: make install). `info`, `run`,
+`bench MODEL` and `compare OLD.onnx NEW.onnx` need only the runtime.
 """
 
 from __future__ import annotations
@@ -32,22 +32,30 @@ from .config import GRUConfig, TrainOptions
 __all__ = [
     "HelpFormatter",
     "RawHelpFormatter",
+    "add_tolerance_options",
     "add_train_options",
     "add_verify_options",
+    "check_dropout",
     "fraction",
     "main",
     "need_train_extra",
     "non_negative_float",
     "non_negative_int",
+    "open_fraction",
     "positive_float",
     "positive_int",
     "run_guarded",
     "train_options",
 ]
 
-TRAIN_EXTRA_HINT = (
-    "this command needs the train extra (torch, onnx): pip install 'stream-gru[train]'"
-)
+
+def train_extra_hint() -> str:
+    """What to install for the commands that need torch and onnx."""
+    from .install import install_hint
+
+    return f"this command needs the train extra (torch, onnx): {install_hint('train')}"
+
+
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`
 
 
@@ -57,7 +65,7 @@ def need_train_extra(prog: str = "stream-gru") -> None:
         import onnx  # noqa: F401
         import torch  # noqa: F401
     except ImportError as e:
-        raise SystemExit(f"{prog}: {TRAIN_EXTRA_HINT} ({e})") from None
+        raise SystemExit(f"{prog}: {train_extra_hint()} ({e})") from None
 
 
 def _fail(message: str, prog: str = "stream-gru") -> NoReturn:
@@ -67,11 +75,17 @@ def _fail(message: str, prog: str = "stream-gru") -> NoReturn:
 def run_guarded(command: Callable[[], int], *, prog: str = "stream-gru") -> int:
     """Run ``command`` and return its exit status. A user error (a ``StreamGRUError``,
     an ``OSError`` such as a missing or unreadable file, a ``ValueError``) exits with
-    the one line ``prog: message`` and status 1, Ctrl-C with 130: never a traceback."""
+    the one line ``prog: message`` and status 1, Ctrl-C with 130, a reader of stdout
+    that went away (``| head -1``) quietly with 141: never a traceback."""
     from .errors import StreamGRUError
 
     try:
         return int(command())
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's final flush cannot fail
+        # again, and stop as a process ended by SIGPIPE would (`yes | head -1`).
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
     except (StreamGRUError, OSError, ValueError) as e:
         _fail(str(e), prog)
     except KeyboardInterrupt:
@@ -110,6 +124,17 @@ def fraction(value: str) -> float:
     return float(_number(value, float, lambda x: 0 <= x < 1, "a number in [0, 1)"))
 
 
+def open_fraction(value: str) -> float:
+    return float(_number(value, float, lambda x: 0 < x < 1, "a number in (0, 1)"))
+
+
+def _one_character(value: str) -> str:
+    value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"expected one character (or 'tab'), got {value!r}")
+    return value
+
+
 def _split_names(value: str) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
@@ -120,34 +145,34 @@ def _split_names(value: str) -> list[str]:
 # -- commands ------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     need_train_extra()
-    from .data import load_dataset
+    from .data import describe_dataset, load_training_data
     from .training import train
 
     if args.out.exists() and not args.out.is_dir():
         raise SystemExit(f"stream-gru train: --out {args.out} is a file, expected a directory")
-    kwargs: dict[str, Any] = {"task": args.task, "horizon": args.horizon}
-    if args.data.suffix.lower() == ".csv":
-        if not args.target:
-            raise SystemExit("stream-gru train: a CSV needs --target COLUMN")
-        kwargs.update(
-            target=args.target, features=args.features, sequence_column=args.sequence_column
-        )
-    elif args.target or args.features or args.sequence_column:
-        raise SystemExit(
-            "stream-gru train: --target/--features/--sequence-column apply to CSV files only; "
-            "an .npz carries x and y"
-        )
+    check_dropout(args)
     try:
-        data = load_dataset(args.data, **kwargs)
+        data = load_training_data(
+            args.data,
+            target=args.target,
+            features=args.features,
+            sequence_column=args.sequence_column,
+            task=args.task,
+            horizon=args.horizon,
+            missing=args.missing,
+            delimiter=args.delimiter,
+        )
     except (ValueError, KeyError) as e:
         raise SystemExit(f"stream-gru train: {e}") from None
     config = GRUConfig.for_data(
         data, hidden_size=args.hidden, num_layers=args.layers, cell=args.cell, dropout=args.dropout
     )
     options = train_options(args)
+    for line in describe_dataset(data):
+        print(line, flush=True)
     print(
-        f"training a {args.cell.upper()} ({data.task}) on {len(data.recordings)} recordings of "
-        f"{data.input_size} features from {args.data}",
+        f"training a {args.cell.upper()} ({data.task}, hidden {args.hidden}, "
+        f"{args.layers} layer{'s' if args.layers > 1 else ''}) -> {args.out}",
         flush=True,
     )
     result = train(data, config, options, out_dir=args.out)
@@ -157,6 +182,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items() if isinstance(v, float))
     print(f"best epoch {result.best_epoch}: {metrics}")
     return 0
+
+
+def check_dropout(args: argparse.Namespace, prog: str = "stream-gru train") -> None:
+    """Refuse ``--dropout`` with one layer: PyTorch applies it only between layers."""
+    if args.dropout > 0 and args.layers == 1:
+        raise SystemExit(
+            f"{prog}: --dropout {args.dropout:g} applies between stacked layers and would do "
+            f"nothing with --layers 1: add --layers 2 (or more), or leave --dropout out"
+        )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -226,12 +260,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipe import serve_lines
 
     model = load(args.model, provider=args.provider, threads=args.threads)
+    options = {
+        "header": args.header,
+        "key_column": args.key_column,
+        "columns": args.columns,
+        "label": args.label,
+    }
     try:
         if args.input is not None:
-            with open(args.input, encoding="utf-8") as f:
-                stats = serve_lines(model, f, sys.stdout, sys.stderr)
+            with open(args.input, encoding="utf-8", newline="") as f:
+                stats = serve_lines(model, f, sys.stdout, sys.stderr, **options)
         else:
-            stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr)
+            stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr, **options)
     except BrokenPipeError:
         # The reader went away (`stream-gru run m.onnx < big | head -1`): stop quietly
         # with 141, as a process killed by SIGPIPE (`yes | head -1`) does. Point stdout
@@ -244,6 +284,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{stats.rejected} rejected, {stats.streams} streams",
             file=sys.stderr,
         )
+    if stats.all_refused:
+        print(
+            f"stream-gru run: every one of the {stats.rejected} data lines was refused "
+            f"(see the messages above): no output",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -314,6 +361,7 @@ def train_options(args: argparse.Namespace, **overrides: Any) -> TrainOptions:
         window=args.window,
         lr=args.lr,
         patience=args.patience,
+        validation_fraction=args.validation_fraction,
         seed=args.seed,
         progress=not args.quiet,
         **overrides,
@@ -325,7 +373,23 @@ def add_train_options(p: argparse.ArgumentParser | Any, *, cell: bool = True) ->
     it trains both cells, so it leaves out ``--cell``). ``p``: a parser or a group."""
     p.add_argument("--target", help="the target column (CSV); may also be a feature")
     p.add_argument("--features", type=_split_names, help="feature columns, comma-separated")
-    p.add_argument("--sequence-column", help="column whose value splits the rows into recordings")
+    p.add_argument(
+        "--sequence-column",
+        help="column whose value splits the rows into recordings (a device or run id); "
+        "recorded in the model, so `run` and `compare` find it",
+    )
+    p.add_argument(
+        "--missing",
+        choices=("error", "drop", "ffill"),
+        default="error",
+        help="a missing value (empty, NA, NaN, null) in a feature or the target: refuse, "
+        "drop the row, or carry the recording's last value forward",
+    )
+    p.add_argument(
+        "--delimiter",
+        type=_one_character,
+        help="the CSV delimiter (default: the header's: comma, semicolon, tab or bar)",
+    )
     p.add_argument(
         "--task",
         choices=("regression", "classification"),
@@ -343,7 +407,10 @@ def add_train_options(p: argparse.ArgumentParser | Any, *, cell: bool = True) ->
         "--layers", type=positive_int, default=GRUConfig.num_layers, help="stacked layers"
     )
     p.add_argument(
-        "--dropout", type=fraction, default=GRUConfig.dropout, help="dropout between layers"
+        "--dropout",
+        type=fraction,
+        default=GRUConfig.dropout,
+        help="dropout between stacked layers (needs --layers 2 or more)",
     )
     p.add_argument("--epochs", type=positive_int, default=TrainOptions.epochs, help="max epochs")
     p.add_argument(
@@ -363,6 +430,12 @@ def add_train_options(p: argparse.ArgumentParser | Any, *, cell: bool = True) ->
         help="stop after this many epochs without a lower validation loss",
     )
     p.add_argument(
+        "--validation-fraction",
+        type=open_fraction,
+        default=TrainOptions.validation_fraction,
+        help="share of the recordings (5 or more), or of each recording's end, held out",
+    )
+    p.add_argument(
         "--seed",
         type=non_negative_int,
         default=TrainOptions.seed,
@@ -380,11 +453,28 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_tolerance_options(p: argparse.ArgumentParser | Any, *, what: str = "the reference") -> None:
+    """``--atol --rtol``: the agreement rule |a - b| <= atol + rtol * |b|."""
+    from .agreement import DEFAULT_ATOL, DEFAULT_RTOL
+
+    p.add_argument(
+        "--atol",
+        type=non_negative_float,
+        default=DEFAULT_ATOL,
+        help="absolute tolerance of the agreement rule |a - b| <= atol + rtol * |b|",
+    )
+    p.add_argument(
+        "--rtol",
+        type=non_negative_float,
+        default=DEFAULT_RTOL,
+        help=f"relative tolerance of the agreement rule (of |b|, {what})",
+    )
+
+
 def add_verify_options(p: argparse.ArgumentParser) -> None:
     """``--steps --atol --rtol --seed --report --quiet`` of ``verify``."""
     p.add_argument("--steps", type=positive_int, default=10_000, help="chained single steps")
-    p.add_argument("--atol", type=non_negative_float, default=1e-5, help="absolute tolerance")
-    p.add_argument("--rtol", type=non_negative_float, default=1e-5, help="relative tolerance")
+    add_tolerance_options(p)
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the inputs")
     p.add_argument("--report", type=Path, metavar="FILE.json", help="write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -463,19 +553,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="a real-time pipe: 'key,f1,..' lines in, 'key,y1,..' lines out",
+        help="a real-time pipe: CSV lines in ('key,f1,..' or your own CSV), 'key,y1,..' out",
         description=(
             "Read lines 'key,f1,...,fI' from stdin (or --input), one stream per key, and "
-            "write 'key,y1,...,yO' per input line, flushed at once (%.9g: float32 round-trips). "
-            "A bad line gets one message on stderr naming its line number, changes no "
-            "stream, and processing goes on. Blank lines are skipped. When the reader of "
-            "stdout goes away (| head -1), it stops quietly with exit status 141, like a "
-            "process ended by SIGPIPE."
+            "write 'key,y1,...,yO' per input line, flushed at once (%%.9g: float32 "
+            "round-trips). A CSV with a header works too: the first line is taken as a "
+            "header where it names the model's features (--header), the key comes from "
+            "--key-column (default: the column the training cut recordings by, else the "
+            "first non-feature column), the features from the model's feature names "
+            "(--columns), other columns are ignored, and the output gets a header line. "
+            "Fields are read as CSV reads them (a quoted key keeps its commas). A bad line "
+            "gets one message on stderr naming its line number, changes no stream, and "
+            "processing goes on; blank lines are skipped. Exit 1 when every line was "
+            "refused. When the reader of stdout goes away (| head -1), it stops quietly "
+            "with exit status 141, like a process ended by SIGPIPE."
         ),
         formatter_class=HelpFormatter,
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx")
     p.add_argument("--input", type=Path, metavar="FILE", help="read lines from FILE, not stdin")
+    p.add_argument(
+        "--header",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="is the first line a header? auto: where it names the model's features",
+    )
+    p.add_argument("--key-column", metavar="NAME", help="with a header: the key's column")
+    p.add_argument(
+        "--columns",
+        type=_split_names,
+        metavar="A,B,..",
+        help="with a header: the feature columns, in the model's order (default: the "
+        "model's feature names)",
+    )
+    p.add_argument(
+        "--label", action="store_true", help="append a classifier's predicted class to each line"
+    )
     p.add_argument(
         "--provider",
         choices=("auto", "cpu", "cuda"),

@@ -12,12 +12,13 @@ first of them) and, where the data has the models' target column, both models' m
     print(result.format())
     result.within          # every step within atol + rtol * |old|
 
-A step is within tolerance where ``|new - old| <= atol + rtol * |old|`` for every
-output (numpy ``allclose`` with the old model as reference); the defaults are those of
-``verify``. Models that take other features, give other outputs or solve another task
-cannot be compared: ``CompareError`` names the difference. So does data that lacks a
-feature column. Needs only the runtime (numpy and onnxruntime); ``tqdm``, where
-installed, shows progress. The GRU-vs-LSTM mode lives in ``compare_cells``.
+A step is within tolerance where the project's agreement rule holds for every output
+(``stream_gru.agreement``: ``|new - old| <= atol + rtol * |old|``, the old model as
+reference); the defaults are those of ``verify``. Two float32 runs are compared, so
+there is no float32 allowance. Models that take other features, give other outputs or
+solve another task cannot be compared: ``CompareError`` names the difference. So does
+data that lacks a feature column. Needs only the runtime (numpy and onnxruntime);
+``tqdm``, where installed, shows progress. The GRU-vs-LSTM mode lives in ``compare_cells``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .compare_data import read_features, read_targets, stream_metrics
+from .agreement import DEFAULT_ATOL, DEFAULT_RTOL, AgreementRule
+from .compare_data import choose_sequence_column, read_features, read_targets, stream_metrics
 from .errors import CompareError
 from .files import atomic_write_bytes
 from .progress import progress_bar
@@ -51,8 +53,6 @@ __all__ = [
     "stream_metrics",
 ]
 
-DEFAULT_ATOL = 1e-5  # the tolerances of `verify` (verification.verify, cli --atol/--rtol)
-DEFAULT_RTOL = 1e-5
 _REL_FLOOR = 1e-3  # as in verification: relative differences of values nearer 0 say nothing
 _WORST_SHOWN = 3  # recordings listed by their largest difference when the models diverge
 
@@ -123,6 +123,8 @@ class ModelComparison:
     per_recording: tuple[tuple[str, int, float], ...] = ()  # (name, steps, max |dy|)
     metric_column: str | None = None
     metric_note: str = ""
+    sequence_column: str | None = None
+    recordings_note: str = ""
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +154,7 @@ class ModelComparison:
         rows = [
             f"compare {old.path} (old) with {new.path} (new) on {self.data}: "
             f"{self.recordings} recording(s), {self.steps} steps, each from a fresh state",
+            *([f"  {self.recordings_note}"] if self.recordings_note else []),
             "",
             f"{'':<18}{'old':<{width}}new",
             f"{'file':<18}{old.path:<{width}}{new.path}",
@@ -253,8 +256,8 @@ def _summary(model: StreamingModel, metrics: dict[str, float] | None) -> ModelSu
 class _Tally:
     """The divergence, added up recording by recording."""
 
-    def __init__(self, atol: float, rtol: float, output_names: Sequence[str]) -> None:
-        self.atol, self.rtol, self.names = atol, rtol, output_names
+    def __init__(self, rule: AgreementRule, output_names: Sequence[str]) -> None:
+        self.rule, self.names = rule, output_names
         self.max_abs = self.max_rel = 0.0
         self.worst: Location | None = None
         self.first: Location | None = None
@@ -264,10 +267,10 @@ class _Tally:
     def add(self, index: int, rec: Recording, old: np.ndarray, new: np.ndarray) -> None:
         y0 = old.reshape(len(rec), -1).astype(np.float64)
         y1 = new.reshape(len(rec), -1).astype(np.float64)
+        ok = self.rule.ratio(y1, y0) <= 1.0  # the agreement rule, old as reference
         err = np.abs(y1 - y0)
-        mag = np.abs(y0)
-        ok = err <= self.atol + self.rtol * mag  # False for NaN
         err = np.where(np.isfinite(err), err, np.inf)
+        mag = np.abs(y0)
 
         def where(t: int, j: int) -> Location:
             return Location(rec.name, index, t, self.names[j], float(y0[t, j]), float(y1[t, j]))
@@ -333,6 +336,8 @@ def compare_models(
 
     Feature columns are found by each model's ``spec.feature_names`` (their order in
     the file does not matter). ``sequence_column`` (CSV) cuts the rows into recordings.
+    Without ``sequence_column``, a CSV is cut by the column the models were trained
+    with (their metadata records it) where the file has it, else it is one recording.
     ``target`` names the column of true values for the metrics (default: the one the
     models were trained on; NPZ: ``y``). Raises ``CompareError`` for models that cannot
     be compared or data without their feature columns.
@@ -346,6 +351,9 @@ def compare_models(
     if a.path.name == b.path.name and a.path != b.path:
         names = (f"OLD ({a.path})", f"NEW ({b.path})")
     _check_comparable(a, b, names)
+    sequence_column, recordings_note = choose_sequence_column(
+        path, sequence_column, (a.spec, b.spec)
+    )
     feats = read_features(path, a.spec.feature_names, sequence_column)
     cols = {n: i for i, n in enumerate(feats.columns)}
     idx = [np.asarray([cols[f] for f in m.spec.feature_names]) for m in (a, b)]
@@ -353,7 +361,7 @@ def compare_models(
 
     total = sum(len(r) for r in feats.recordings)
     bar = progress_bar(progress, desc="compare", unit="step", total=2 * total)
-    tally = _Tally(atol, rtol, output_names)
+    tally = _Tally(AgreementRule(atol, rtol), output_names)
     outs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for i, rec in enumerate(feats.recordings):
         for side, (model, columns) in enumerate(zip((a, b), idx, strict=True)):
@@ -385,6 +393,8 @@ def compare_models(
         per_recording=tuple(tally.per_recording),
         metric_column=column if metrics[0] is not None else None,
         metric_note=note,
+        sequence_column=sequence_column,
+        recordings_note=recordings_note,
         seconds=time.perf_counter() - start,
         settings={"sequence_column": sequence_column, "target": column, "provider": a.provider},
     )

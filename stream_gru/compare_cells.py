@@ -35,7 +35,7 @@ import numpy as np
 
 from .compare_data import stream_metrics
 from .config import GRUConfig, TrainOptions
-from .data import load_dataset
+from .data import load_training_data
 from .files import atomic_write_bytes
 from .recordings import SensorDataset
 from .runtime import StreamingModel, load
@@ -206,6 +206,8 @@ def load_compare_data(
     sequence_column: str | None = None,
     task: str | None = None,
     horizon: int = 0,
+    missing: str = "error",
+    delimiter: str | None = None,
 ) -> tuple[SensorDataset, SensorDataset | None]:
     """The training data and, for the embedded BasicMotions, its test split.
 
@@ -223,6 +225,8 @@ def load_compare_data(
                 ("--sequence-column", sequence_column),
                 ("--task", task),
                 ("--horizon", horizon),
+                ("--missing", None if missing == "error" else missing),
+                ("--delimiter", delimiter),
             )
             if value
         ]
@@ -234,20 +238,21 @@ def load_compare_data(
         from .datasets import load_basic_motions
 
         return load_basic_motions("train"), load_basic_motions("test")
-    kwargs: dict[str, Any] = {"task": task, "horizon": horizon}
-    if path.suffix.lower() == ".csv":
-        if not target:
-            raise ValueError(f"{path}: a CSV needs --target COLUMN")
-        kwargs.update(target=target, features=features, sequence_column=sequence_column)
-    elif target or features or sequence_column:
-        raise ValueError(
-            "--target/--features/--sequence-column apply to CSV files only; an .npz carries x and y"
-        )
     if not path.exists() and path.suffix.lower() not in (".csv", ".npz"):
         raise FileNotFoundError(
             f"no such data file: {path} (a .csv, an .npz, or 'basicmotions' for the embedded data)"
         )
-    return load_dataset(path, **kwargs), None
+    data = load_training_data(
+        path,
+        target=target,
+        features=features,
+        sequence_column=sequence_column,
+        task=task,
+        horizon=horizon,
+        missing=missing,
+        delimiter=delimiter,
+    )
+    return data, None
 
 
 # -- measurements (runtime only) -------------------------------------------------------

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .cli import (
-    TRAIN_EXTRA_HINT,
     HelpFormatter,
+    add_tolerance_options,
     add_train_options,
-    non_negative_float,
+    check_dropout,
     positive_int,
+    train_extra_hint,
     train_options,
 )
 
@@ -27,8 +28,6 @@ EXIT_DIFFERENT = 1  # the two models' outputs differ beyond the tolerance (or ve
 EXIT_TROUBLE = 2  # cannot compare: other features/outputs, missing columns, unreadable files
 
 _DEFAULT_OUT = Path("runs/compare")
-_DEFAULT_ATOL = 1e-5  # compare.DEFAULT_ATOL/RTOL, the tolerances of `verify`; not imported
-_DEFAULT_RTOL = 1e-5  # here, so that parsing does not load numpy and onnxruntime
 
 USAGE = """stream-gru compare DATA [--target COL] [training options] [--out DIR] [--json PATH]
        stream-gru compare OLD.onnx NEW.onnx --data FILE [--sequence-column COL]
@@ -88,18 +87,7 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     two.add_argument(
         "--data", type=Path, metavar="FILE", help="recorded data to stream: .csv or .npz"
     )
-    two.add_argument(
-        "--atol",
-        type=non_negative_float,
-        default=_DEFAULT_ATOL,
-        help="absolute tolerance, as verify's",
-    )
-    two.add_argument(
-        "--rtol",
-        type=non_negative_float,
-        default=_DEFAULT_RTOL,
-        help="relative tolerance (of |old|), as verify's",
-    )
+    add_tolerance_options(two, what="the old model's output")
     cells = p.add_argument_group(
         "GRU vs LSTM (DATA)",
         "The options of train, but --cell. --sequence-column and --target serve two\n"
@@ -196,11 +184,12 @@ def _two_models(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
+    check_dropout(args, "stream-gru compare")
     try:
         import onnx  # noqa: F401
         import torch  # noqa: F401
     except ImportError as e:
-        print(f"stream-gru compare: {TRAIN_EXTRA_HINT} ({e})", file=sys.stderr)
+        print(f"stream-gru compare: {train_extra_hint()} ({e})", file=sys.stderr)
         return EXIT_TROUBLE
     from .compare_cells import compare_cells, load_compare_data
 
@@ -211,6 +200,8 @@ def _cells(args: argparse.Namespace) -> int:
         sequence_column=args.sequence_column,
         task=args.task,
         horizon=args.horizon,
+        missing=args.missing,
+        delimiter=args.delimiter,
     )
     # two runs of epoch lines would bury the table: a bar instead
     options = train_options(args, epoch_lines=False)

@@ -6,19 +6,25 @@ them. Needs only numpy.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .csv_data import load_csv, read_csv_table
 from .errors import CompareError
-from .loaders import load_csv, load_npz
+from .loaders import load_npz
 from .recordings import Recording, SensorDataset
 from .spec import ModelSpec
 
-__all__ = ["FeatureTable", "read_features", "read_targets", "stream_metrics"]
+__all__ = [
+    "FeatureTable",
+    "choose_sequence_column",
+    "read_features",
+    "read_targets",
+    "stream_metrics",
+]
 
 
 # -- the data --------------------------------------------------------------------------
@@ -32,12 +38,19 @@ class FeatureTable:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for row in csv.reader(f):
-            cells = [c.strip() for c in row]
-            if any(cells):
-                return cells
-    raise CompareError(f"{path}: empty file (no header row)")
+    try:
+        return read_csv_table(path).header
+    except ValueError as e:
+        raise CompareError(str(e)) from None
+
+
+def _format(path: Path) -> str:
+    from .data import data_format
+
+    try:
+        return data_format(path)
+    except ValueError as e:
+        raise CompareError(str(e)) from None
 
 
 def _missing(path: Path, available: Sequence[str], wanted: Sequence[str]) -> None:
@@ -49,6 +62,30 @@ def _missing(path: Path, available: Sequence[str], wanted: Sequence[str]) -> Non
         )
 
 
+def choose_sequence_column(
+    path: Path, given: str | None, specs: Sequence[ModelSpec]
+) -> tuple[str | None, str]:
+    """The column that cuts ``path`` into recordings, and a sentence saying why: the
+    one ``given``, else the one the models were trained with (recorded in their
+    metadata) where the file has it, else none (the whole file is one recording)."""
+    if _format(path) != "csv":
+        return given, "one recording per row of x"
+    if given is not None:
+        return given, f"recordings by column {given!r}"
+    recorded = next((s.sequence_column for s in specs if s.sequence_column), None)
+    if recorded is None:
+        return None, (
+            "the whole file as one recording (the models record no sequence column: give "
+            "--sequence-column COL if the file holds several devices or runs)"
+        )
+    if recorded in _csv_header(path):
+        return recorded, f"recordings by column {recorded!r} (the models' training sequence column)"
+    return None, (
+        f"the whole file as one recording: the models were trained with recordings by "
+        f"{recorded!r}, which this file lacks (give --sequence-column COL)"
+    )
+
+
 def read_features(
     path: Path, features: tuple[str, ...], sequence_column: str | None
 ) -> FeatureTable:
@@ -56,8 +93,7 @@ def read_features(
     else one recording) or of an NPZ's ``x`` (named by its ``feature_names``, else
     x0, x1, ...; one recording per row, ``lengths`` honoured). ``CompareError`` names
     the missing columns and the ones the file has."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
+    if _format(path) == "csv":
         header = _csv_header(path)
         _missing(path, header, features)
         if sequence_column is not None and sequence_column not in header:
@@ -75,10 +111,6 @@ def read_features(
             task="regression",
         )
         return FeatureTable(str(path), ds.feature_names, ds.recordings)
-    if suffix != ".npz":
-        raise CompareError(
-            f"{path}: unsupported data file {suffix or '(no suffix)'!r}; use .csv or .npz"
-        )
     if sequence_column is not None:
         raise CompareError(
             "--sequence-column applies to CSV files; an .npz has one recording per row of x"
@@ -128,7 +160,7 @@ def read_targets(
 ) -> SensorDataset | str:
     """The data with the target column for ``spec``'s task and horizon, or why not."""
     try:
-        if path.suffix.lower() == ".csv":
+        if _format(path) == "csv":
             if column not in _csv_header(path):
                 return f"no column {column!r} in {path}: no metrics"
             return load_csv(

@@ -8,31 +8,38 @@ a live stream, one step after another, so recordings are never shuffled row by r
 This module needs only numpy (no torch), so data can be checked without the
 ``train`` extra's heavy dependencies.
 
-The types live in ``recordings`` and the file readers in ``loaders``; this module
-holds ``load_dataset``, the splits and the normalization, and re-exports the rest.
+The types live in ``recordings`` and the file readers in ``csv_data`` and ``loaders``;
+this module holds ``load_dataset``, the splits and the normalization, and re-exports
+the rest.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from .loaders import load_csv, load_npz
+from .csv_data import load_csv
+from .loaders import load_npz
 from .recordings import TASKS as TASKS
 from .recordings import Recording, SensorDataset
 from .recordings import Task as Task
+from .sniff import looks_like
 
 __all__ = [
     "MIN_RECORDINGS_FOR_RECORDING_SPLIT",
     "Recording",
     "SensorDataset",
     "compute_normalization",
+    "data_format",
+    "describe_dataset",
     "load_csv",
     "load_dataset",
     "load_npz",
+    "load_training_data",
     "split_dataset",
 ]
 
@@ -44,14 +51,147 @@ MIN_RECORDINGS_FOR_RECORDING_SPLIT = 5
 # --------------------------------------------------------------------------- shared
 
 
+DataFormat = Literal["csv", "npz"]
+
+
+def data_format(path: str | os.PathLike[str]) -> DataFormat:
+    """How ``load_dataset`` reads ``path``: "npz" for a NumPy archive (by its suffix or
+    its content), "csv" for text (whatever the suffix: .csv, .tsv, .txt, ...).
+    ``ValueError`` saying what the file seems to be where it is neither."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        return "npz"
+    with open(path, "rb") as f:  # OSError for a missing file or a directory
+        head = f.read(4096)
+        if head.startswith(b"PK\x03\x04"):  # a zip: an .npz, or a spreadsheet, or ...
+            head += f.read()
+    seems = looks_like(head)
+    if seems == "a NumPy .npz archive":
+        return "npz"
+    if not head or seems.startswith(("text", "JSON text")):
+        return "csv"
+    raise ValueError(
+        f"{path}: cannot read it as data: it looks like {seems}; stream-gru reads CSV text "
+        f"with a header row (.csv, .tsv, .txt, ...) or NumPy .npz archives with x and y"
+    )
+
+
 def load_dataset(path: str | os.PathLike[str], **kw: Any) -> SensorDataset:
-    """``load_csv`` or ``load_npz`` by the file's suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return load_csv(path, **kw)
-    if suffix == ".npz":
+    """``load_csv`` or ``load_npz``, as ``data_format`` tells."""
+    if data_format(path) == "npz":
         return load_npz(path, **kw)
-    raise ValueError(f"{path}: unsupported data file {suffix or '(no suffix)'!r}; use .csv or .npz")
+    return load_csv(path, **kw)
+
+
+def load_training_data(
+    path: str | os.PathLike[str],
+    *,
+    target: str | None = None,
+    features: Any = None,
+    sequence_column: str | None = None,
+    task: str | None = None,
+    horizon: int = 0,
+    missing: str = "error",
+    delimiter: str | None = None,
+) -> SensorDataset:
+    """A data file as ``stream-gru train`` reads it, with its options checked against
+    the file's format: a CSV needs ``target``; the column options (``target``,
+    ``features``, ``sequence_column``, ``missing``, ``delimiter``) apply to CSV only
+    (an .npz carries x and y). ``ValueError`` names the option that does not apply."""
+    kind = data_format(path)
+    if kind == "csv":
+        if not target:
+            raise ValueError(f"{path}: a CSV needs --target COLUMN (the column to predict)")
+        return load_csv(
+            path,
+            target=target,
+            features=features,
+            sequence_column=sequence_column,
+            task=task,
+            horizon=horizon,
+            missing=missing,  # type: ignore[arg-type]
+            delimiter=delimiter,
+        )
+    given = [
+        flag
+        for flag, value in (
+            ("--target", target),
+            ("--features", features),
+            ("--sequence-column", sequence_column),
+            ("--missing", None if missing == "error" else missing),
+            ("--delimiter", delimiter),
+        )
+        if value
+    ]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: for CSV files only; {path} is an .npz, which carries x and y"
+        )
+    return load_npz(path, task=task, horizon=horizon)
+
+
+#: Fewer valid steps than this make ``describe_dataset`` warn that the data is tiny.
+FEW_STEPS = 1000
+
+
+def describe_dataset(ds: SensorDataset) -> list[str]:
+    """What was read, as lines for the user: rows and recordings, features, target and
+    classes, columns ignored, missing values handled, and warnings (tiny data, a column
+    that looks like a device id)."""
+
+    def plural(n: int, word: str) -> str:
+        return f"{n:,} {word}{'' if n == 1 else 'es' if word.endswith('s') else 's'}"
+
+    lengths = [len(r) for r in ds.recordings]
+    span = f"{min(lengths):,}" if min(lengths) == max(lengths) else (
+        f"{min(lengths):,}-{max(lengths):,}")  # fmt: skip
+    reading = ds.reading
+    rows = f"{plural(reading.rows, 'row')}, " if reading else ""
+    cut = f" by {ds.sequence_column!r}" if ds.sequence_column else ""
+    if len(ds.recordings) == 1 and reading is not None and not ds.sequence_column:
+        cut = " (the whole file)"
+    lines = [
+        f"data      {ds.source}: {rows}{plural(len(ds.recordings), 'recording')}{cut}, "
+        f"{span} steps{' each' if len(ds.recordings) > 1 else ''}",
+        f"features  {', '.join(ds.feature_names)} ({len(ds.feature_names)})",
+    ]
+    if ds.task == "classification":
+        lines.append(
+            f"target    {ds.target}: classification into {plural(ds.output_size, 'class')}: "
+            f"{', '.join(ds.output_names)}"
+        )
+    else:
+        ahead = f", {ds.horizon} steps ahead" if ds.horizon else ""
+        lines.append(f"target    {ds.target}: regression{ahead}")
+    warnings: list[str] = []
+    if reading is not None:
+        if reading.ignored:
+            lines.append(
+                "ignored   " + ", ".join(f"{name} ({why})" for name, why in reading.ignored)
+            )
+        if reading.delimiter != ",":
+            name = {";": "semicolons", "\t": "tabs", "|": "bars"}.get(reading.delimiter)
+            lines.append(f"format    columns separated by {name or repr(reading.delimiter)}")
+        if reading.dropped_rows or reading.filled_cells:
+            done = []
+            if reading.filled_cells:
+                done.append(f"{plural(reading.filled_cells, 'cell')} filled from the row before")
+            if reading.dropped_rows:
+                done.append(f"{plural(reading.dropped_rows, 'row')} dropped")
+            lines.append(f"missing   {', '.join(done)} (--missing {reading.missing})")
+        warnings += reading.warnings
+    if ds.num_valid_steps < FEW_STEPS:
+        warnings.append(
+            f"only {plural(ds.num_valid_steps, 'step')} with a target: a model trained on so "
+            f"little data will not generalize; record more before you trust it"
+        )
+    if len(ds.recordings) < MIN_RECORDINGS_FOR_RECORDING_SPLIT:
+        warnings.append(
+            f"{plural(len(ds.recordings), 'recording')}: validation takes the last part of "
+            f"each (a split by time), not whole recordings"
+        )
+    lines += [f"warning   {w}" for w in warnings]
+    return lines
 
 
 # --------------------------------------------------------------------------- splits
@@ -94,13 +234,10 @@ def split_dataset(
         if not part or sum(int(r.mask.sum()) for r in part) == 0:
             raise ValueError(
                 f"{ds.source}: the {label} split has no valid steps; use more or longer "
-                f"recordings, or another validation_fraction"
+                f"recordings, or another validation fraction (now {validation_fraction:g}; "
+                f"--validation-fraction, TrainOptions.validation_fraction)"
             )
-        parts.append(
-            SensorDataset(
-                part, ds.feature_names, ds.output_names, ds.task, ds.target, ds.horizon, ds.source
-            )
-        )
+        parts.append(replace(ds, recordings=part))
     return parts[0], parts[1]
 
 

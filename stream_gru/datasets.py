@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .data import Recording, SensorDataset
 
 __all__ = [
     "BASIC_MOTIONS_FEATURES",
+    "basic_motions_misfit",
     "convert_basic_motions",
     "load_basic_motions",
     "main",
@@ -134,7 +135,6 @@ def convert_basic_motions(ts_dir: str | os.PathLike[str], out_path: str | os.Pat
         arrays[f"x_{split}"] = x
         arrays[f"y_{split}"] = y
     arrays["feature_names"] = np.asarray(BASIC_MOTIONS_FEATURES, dtype=str)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_path, **arrays)  # type: ignore[arg-type]
     return out_path
 
@@ -173,6 +173,28 @@ def load_basic_motions(split: Literal["train", "test"] = "train") -> SensorDatas
         horizon=0,
         source="BasicMotions (UEA)",
     )
+
+
+def basic_motions_misfit(spec: Any) -> str | None:
+    """Why a model (its ``ModelSpec``) cannot classify the embedded BasicMotions
+    recordings, as one sentence; None where it can: a classifier that takes the six
+    channels by name, in order, and names the four activities."""
+    classes = set(load_basic_motions("test").output_names)
+    problems = []
+    if spec.task != "classification":
+        problems.append(f"it is a {spec.task or 'third-party'} model, not a classifier")
+    if tuple(spec.feature_names) != BASIC_MOTIONS_FEATURES:
+        taken = ", ".join(spec.feature_names) or "unnamed ones"
+        problems.append(
+            f"it takes {spec.input_size} features ({taken}), not the six channels "
+            f"{', '.join(BASIC_MOTIONS_FEATURES)}"
+        )
+    if spec.task == "classification" and set(spec.output_names) != classes:
+        problems.append(
+            f"its classes are {', '.join(spec.output_names)}, not the activities "
+            f"{', '.join(sorted(classes))}"
+        )
+    return "; ".join(problems) or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

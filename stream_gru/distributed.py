@@ -42,16 +42,15 @@ import numpy as np
 from .errors import ShardError, SnapshotError
 from .files import atomic_write_bytes
 from .hash_ring import HashRing, hash64
-from .pool import (
+from .keys import (
     PLAIN_KEY_TYPES,
-    StreamPool,
-    check_batch,
-    check_key,
-    check_samples,
-    is_key,
+    canonical_key,
+    canonical_samples,
     key_in,
+    key_list,
     key_token,
 )
+from .pool import StreamPool, check_batch, check_samples
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
 from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
@@ -60,7 +59,9 @@ from .spec import ModelIO
 try:
     import ray
 except ImportError as e:  # pragma: no cover - exercised where ray is absent
-    raise ImportError("stream_gru.distributed needs Ray: pip install 'stream-gru[ray]'") from e
+    from .install import install_hint
+
+    raise ImportError(f"stream_gru.distributed needs Ray: {install_hint('ray')}") from e
 
 __all__ = ["Recovery", "ShardError", "ShardStats", "ShardedPool"]
 
@@ -198,10 +199,11 @@ class ShardedPool:
         return sorted(self._shards)
 
     def shard_of(self, key: Any) -> int:
-        """The shard that holds ``key``."""
-        if key not in self:
-            raise KeyError(f"stream {key!r} is not open in this pool")
-        return self._owner[key]
+        """The shard that holds ``key`` (``TypeError`` for a key of a refused type)."""
+        try:
+            return self._owner[canonical_key(key)]
+        except KeyError:
+            raise KeyError(f"stream {key!r} is not open in this pool") from None
 
     def open(self, key: Any) -> None:
         """Open a stream at the initial state on its shard."""
@@ -211,11 +213,7 @@ class ShardedPool:
     def open_many(self, keys: Sequence[Any]) -> None:
         """Open several streams, one call per shard. An open or repeated key raises
         ``ValueError`` and opens none."""
-        if isinstance(keys, (str, bytes)):
-            raise TypeError(f"open_many takes a sequence of keys, got {type(keys).__name__}")
-        keys = list(keys)
-        for key in keys:
-            check_key(key)
+        keys = key_list(keys)
         taken = [k for k in keys if k in self._owner]
         if taken or len(set(keys)) != len(keys):
             raise ValueError(f"streams already open or named twice: {taken[:20]!r}")
@@ -233,6 +231,7 @@ class ShardedPool:
     def close(self, key: Any) -> None:
         """Close a stream. An unknown key raises ``KeyError``."""
         sid = self.shard_of(key)
+        key = canonical_key(key)
         self._run({sid: ("close", [key])})
         del self._owner[key], self._hash[key]
         self._generation += 1
@@ -241,8 +240,10 @@ class ShardedPool:
     @_guarded
     def step(self, samples: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
         """Step every named stream by one sample: ``{key: y}`` in the caller's order.
-        An unknown key raises ``KeyError``, a bad sample ``ValueError`` naming every
-        bad key; either way no stream on any shard changes."""
+        A key of a refused type raises ``TypeError``, an unknown key ``KeyError``, a
+        bad sample ``ValueError`` naming every bad key; either way no stream on any
+        shard changes."""
+        samples = canonical_samples(samples)
         keys, xs, rejected = check_samples(self.model.spec, samples)
         if rejected:  # an unknown key is reported before bad samples
             self._route(list(samples), check_distinct=False)
@@ -253,8 +254,9 @@ class ShardedPool:
     @_guarded
     def step_batch(self, keys: Sequence[Any], xs: Any) -> np.ndarray:
         """``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size), row i for
-        ``keys[i]``; keys open and distinct, ``X`` checked whole before any shard runs."""
-        keys = list(keys)
+        ``keys[i]``; keys open and distinct (a numpy integer array means the equal ints),
+        ``X`` checked whole before any shard runs."""
+        keys = key_list(keys)
         samples = check_batch(self.model.spec, keys, xs)
         return self._tick(keys, samples, check_distinct=True)
 
@@ -283,12 +285,10 @@ class ShardedPool:
         ticks the same keys again and again: while no stream opened, closed or moved,
         an equal key list reuses the last tick's routing."""
         generation, recent_keys, recent = self._recent
-        plain = set(map(type, keys)) <= PLAIN_KEY_TYPES  # 1.0 and True never match 1
+        plain = set(map(type, keys)) <= PLAIN_KEY_TYPES  # canonical keys (key_list)
         if generation == self._generation and plain and keys == recent_keys:
             return recent
         try:
-            if not plain and not all(map(is_key, keys)):
-                raise KeyError
             owners = np.fromiter(map(self._owner.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
             unknown = [k for k in keys if k not in self]
@@ -309,13 +309,13 @@ class ShardedPool:
     def snapshot(self, key: Any) -> bytes:
         """One stream's state as ``Stream.snapshot()`` bytes."""
         sid = self.shard_of(key)
-        (blob,) = self._run({sid: ("snapshot", [key])}, log=False)[sid]
+        (blob,) = self._run({sid: ("snapshot", [canonical_key(key)])}, log=False)[sid]
         return blob  # type: ignore[no-any-return]
 
     @_guarded
     def restore(self, key: Any, blob: bytes) -> None:
         """Open ``key`` from a snapshot, on its shard."""
-        check_key(key)
+        key = canonical_key(key)
         if key in self._owner:
             raise ValueError(f"stream {key!r} is already open; close it before restoring")
         self.model.restore(blob)  # SnapshotError here, for a bad or foreign snapshot

@@ -1,4 +1,11 @@
-"""Atomic file writes: the old file stays whole until the new one is complete."""
+"""Atomic file writes: the old file stays whole until the new one is complete.
+
+A file is written only into a folder that exists: a mistyped path fails with an error
+naming the missing folder rather than growing a new tree (as root, anywhere). The
+commands that are given an output *directory* (``train --out DIR``, ``demo``,
+``compare DATA --out``, ``ShardedPool.save(DIR)``) create that directory, parents
+included, as ``mkdir -p`` does.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +29,13 @@ _NEW_FILE_MODE = _default_mode()
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over
     ``path`` (and fsync the folder), so a crash leaves either the old or the new file.
-    The file keeps the old file's permissions, or gets those of a new file."""
+    The file keeps the old file's permissions, or gets those of a new file.
+    ``FileNotFoundError`` where the folder does not exist (it is not created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} {what}")
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:

@@ -196,10 +196,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
     except OSError:  # missing, a directory, unreadable: the caller reports it as such
         raise
     except Exception as e:  # torch's own message is long and suggests weights_only=False
-        hint = " (an ONNX model? this needs the checkpoint.pt that train wrote)"
         raise ValueError(
-            f"{path} is not a stream-gru checkpoint: torch.load cannot read it "
-            f"({type(e).__name__}){hint if path.suffix.lower() == '.onnx' else ''}"
+            f"{path} is not a stream-gru checkpoint: it looks like {_looks_like(path)}; "
+            f"expected the checkpoint.pt that `stream-gru train` writes (torch.load: "
+            f"{type(e).__name__})"
         ) from e
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not a stream-gru checkpoint (no 'config'/'state_dict')")
@@ -226,6 +226,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
     for name, value in info.items():  # plain attributes, not parameters or buffers
         setattr(model, name, value)
     return model
+
+
+def _looks_like(path: Path) -> str:
+    from .sniff import looks_like
+
+    try:
+        with open(path, "rb") as f:
+            return looks_like(f.read(1 << 20))
+    except OSError:
+        return "a file that cannot be read"
 
 
 def model_facts(model: GRUModel) -> dict[str, Any]:

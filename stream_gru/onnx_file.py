@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterator
 
 from .errors import ModelError
+from .sniff import looks_like
 
 __all__ = ["fingerprint_model_bytes"]
 
@@ -101,7 +102,16 @@ def fingerprint_model_bytes(data: bytes, *, source: str = "model") -> str:
                 digest.update(payload)
                 count += 1
     except _WireError as e:
-        raise ModelError(f"{source} is not an ONNX model: {e}") from None
+        seems = looks_like(data)
+        if seems == "an ONNX model":  # it starts like one: cut short or damaged
+            raise ModelError(
+                f"{source} is not a complete ONNX model: it starts like one, but its "
+                f"protobuf is damaged or truncated ({e})"
+            ) from None
+        raise ModelError(
+            f"{source} is not an ONNX model: it looks like {seems}; expected the .onnx "
+            f"file that `stream-gru export` writes (or another ONNX model)"
+        ) from None
     if count == 0:
         digest.update(b"graph without initializers\0")
         digest.update(graph)

@@ -12,14 +12,12 @@ the tests prove it against one ``Stream`` per key.
 
 from __future__ import annotations
 
-import base64
-import json
 import operator
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,19 @@ from .batched import check_graph_choice
 from .checks import as_samples
 from .errors import SnapshotError
 from .files import atomic_write_bytes
+from .keys import (
+    PLAIN_KEY_TYPES,
+    canonical_key,
+    canonical_samples,
+    check_key,
+    decode_key,
+    encode_key,
+    is_key,
+    key_in,
+    key_list,
+    key_token,
+    split_refused,
+)
 from .session import CUDA
 from .state_store import DeviceStates, HostStates
 
@@ -42,47 +53,19 @@ __all__ = [
     "PoolStats",
     "StreamPool",
     "TickResult",
+    "canonical_key",
     "check_batch",
     "check_key",
     "check_samples",
     "is_key",
     "key_in",
+    "key_list",
     "key_token",
 ]
 
-Key = Hashable
 Clock = Callable[[], float]
 _POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
-
-
-# Key types compared by value in one C-level pass (bool and float excluded: True == 1.0 == 1).
-PLAIN_KEY_TYPES = frozenset({str, int, bytes})
-
-
-def is_key(key: Any) -> bool:
-    """Whether ``key`` is of a type ``open`` accepts (see ``check_key``)."""
-    kind = type(key)
-    if kind is str or kind is int or kind is bytes:
-        return True
-    if kind is tuple:
-        return all(map(is_key, key))
-    return (
-        isinstance(key, (str, int, bytes, tuple))
-        and not isinstance(key, bool)
-        and (not isinstance(key, tuple) or all(map(is_key, key)))
-    )
-
-
-def key_in(slots: Mapping[Any, int], key: Any) -> bool:
-    """``key in slots``, but False for keys of a type ``open`` refuses (``1.0`` and
-    ``True`` hash like ``1``, and must not reach stream ``1``) and for unhashable ones."""
-    if not is_key(key):
-        return False
-    try:
-        return key in slots
-    except TypeError:
-        return False
 
 
 def _make_store(
@@ -128,47 +111,13 @@ def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int
     return [int(i) for i in np.flatnonzero(~finite)]
 
 
-def check_key(key: Any) -> None:
-    """Raise ``TypeError`` unless ``key`` is a str, int (not bool), bytes, or a tuple
-    of those (nested tuples allowed)."""
-    if isinstance(key, bool) or not isinstance(key, (str, int, bytes, tuple)):
-        raise TypeError(
-            f"a stream key must be a str, int, bytes or a tuple of those, got "
-            f"{type(key).__name__} {key!r:.60}"
-        )
-    if isinstance(key, tuple):
-        for part in key:
-            check_key(part)
-
-
-def _encode_key(key: Any) -> Any:
-    if isinstance(key, str):
-        return ["s", key]
-    if isinstance(key, int):
-        return ["x", format(key, "x")]  # hex: not bound by Python's int-to-decimal limit
-    if isinstance(key, bytes):
-        return ["b", base64.b64encode(key).decode("ascii")]
-    return ["t", [_encode_key(k) for k in key]]
-
-
-def key_token(key: Any) -> bytes:
-    """A key's canonical bytes (as a pool file stores it): equal keys, equal bytes, on
-    every machine and Python; what a router hashes to place a key."""
-    check_key(key)
-    return json.dumps(_encode_key(key), separators=(",", ":")).encode()
-
-
-def _decode_key(data: Any) -> Any:
-    tag, value = data
-    if tag == "s" and isinstance(value, str):
-        return value
-    if tag == "x" and isinstance(value, str):
-        return int(value, 16)
-    if tag == "b" and isinstance(value, str):
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    if tag == "t" and isinstance(value, list):
-        return tuple(_decode_key(v) for v in value)
-    raise ValueError(f"bad key record {data!r:.60}")
+def _row_count(xs: Any) -> int:
+    """How many samples ``X`` holds, as far as its shape tells (0 where it cannot)."""
+    try:
+        shape = np.shape(xs)
+    except Exception:  # ragged or odd objects: nothing to count
+        return 0
+    return int(shape[0]) if shape else 0
 
 
 def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
@@ -325,8 +274,9 @@ class StreamPool:
             return list(self._slots)
 
     def open(self, key: Any) -> None:
-        """Open a stream at the initial state. An open key raises ``ValueError``."""
-        check_key(key)
+        """Open a stream at the initial state. An open key raises ``ValueError``, a key
+        of a refused type ``TypeError`` (a numpy integer means the equal int)."""
+        key = canonical_key(key)
         with self._lock:
             if key in self._slots:
                 raise ValueError(f"stream {key!r} is already open")
@@ -336,14 +286,16 @@ class StreamPool:
         """Close a stream; its slot is reused. An unknown key raises ``KeyError``."""
         with self._lock:
             slot = self._slot_of(key)
-            del self._slots[key]
+            del self._slots[canonical_key(key)]
             self._free.append(slot)
             self._generation += 1
 
     def _slot_of(self, key: Any) -> int:
+        """The slot of an open stream; ``TypeError`` for a key of a refused type,
+        ``KeyError`` for one that is not open."""
         try:
-            return self._slots[key]
-        except (KeyError, TypeError):
+            return self._slots[canonical_key(key)]
+        except KeyError:
             raise KeyError(f"stream {key!r} is not open in this pool") from None
 
     def _open_slot(
@@ -371,10 +323,16 @@ class StreamPool:
     def step(self, samples: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
         """Step every named stream by one sample in one batched call: ``{key: y}``.
 
-        A key that is not open raises ``KeyError``; bad samples raise ``ValueError``
-        naming every bad key and why. Either way no stream changes. Streams not named
-        keep their state.
+        A key of a refused type (a float, a bool) raises ``TypeError``, a key that is
+        not open ``KeyError``; bad samples raise ``ValueError`` naming every bad key and
+        why. Either way no stream changes. Streams not named keep their state.
         """
+        try:
+            samples = canonical_samples(samples)
+        except TypeError:
+            with self._lock:
+                self._rejected += len(samples)
+            raise
         keys, xs, rejected = self._check_samples(samples)
         with self._lock:
             if rejected:  # an unknown key is reported before bad samples
@@ -396,9 +354,12 @@ class StreamPool:
 
         Keys that are not open are rejected too (not raised), also when another thread
         closes them during the call. The operator's alternative to ``step``: one bad
-        sensor never holds the fleet back, and nothing is silent.
+        sensor never holds the fleet back, and nothing is silent. A key of a refused
+        type is rejected with the reason (never as "not open").
         """
+        samples, refused = split_refused(samples)
         keys, xs, rejected = self._check_samples(samples)
+        rejected.update(refused)
         with self._lock:
             still_open = self._open_mask(keys)
             if not all(still_open):
@@ -407,8 +368,6 @@ class StreamPool:
                 )
                 keys = [k for k, ok in zip(keys, still_open, strict=True) if ok]
                 xs = xs[np.asarray(still_open, np.bool_)]
-            for key in [k for k in rejected if not is_key(k)]:
-                rejected[key] = "stream not open"
             self._rejected += len(rejected)
             if not keys:
                 return TickResult({}, rejected)
@@ -419,9 +378,15 @@ class StreamPool:
         """The fast path: ``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size).
 
         Row i of the result is stream ``keys[i]``'s output. Keys must be open and
-        distinct; ``X`` is checked whole (shape, dtype, NaN/Inf) before anything runs.
+        distinct (a numpy integer array of keys means the equal ints); ``X`` is checked
+        whole (shape, dtype, NaN/Inf) before anything runs.
         """
-        keys = list(keys)
+        try:
+            keys = key_list(keys)
+        except (TypeError, ValueError):
+            with self._lock:
+                self._rejected += _row_count(xs)
+            raise
         try:
             samples = check_batch(self.model.spec, keys, xs)
         except (ValueError, TypeError):
@@ -459,12 +424,7 @@ class StreamPool:
                 return recent_slots
             if set(map(type, keys)) <= PLAIN_KEY_TYPES and keys == recent_keys:
                 return recent_slots
-        # Keys of refused types (1.0 and True hash like 1) must not reach a stream; the
-        # types are read in one C-level pass, the slow check only for unusual ones.
-        if not set(map(type, keys)) <= PLAIN_KEY_TYPES and not all(map(is_key, keys)):
-            missing = [k for k in keys if not key_in(self._slots, k)]
-            self._rejected += len(missing)
-            raise KeyError(f"streams not open in this pool: {missing[:20]!r}")
+        # The keys are canonical here (key_list, canonical_samples): of accepted types.
         try:
             slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
         except (KeyError, TypeError):
@@ -512,7 +472,7 @@ class StreamPool:
     def restore(self, key: Any, blob: bytes) -> None:
         """Open ``key`` from a snapshot. An open key raises ``ValueError``; a bad or
         foreign snapshot ``SnapshotError``."""
-        check_key(key)
+        key = canonical_key(key)
         batched, steps = self.model._decode_snapshot(blob)
         state = {k: self.model._unbatched_state(k, v) for k, v in batched.items()}
         with self._lock:
@@ -571,7 +531,7 @@ class StreamPool:
             }
             arrays["idle"] = self._clock() - self._last_seen[slots]
             arrays["steps"] = self._steps[slots]
-            extra = {"keys": [_encode_key(k) for k in keys]}
+            extra = {"keys": [encode_key(k) for k in keys]}
         return _snapshot.encode(_POOL_KIND, self.model.spec.fingerprint, arrays, extra)
 
     @classmethod
@@ -613,26 +573,25 @@ class StreamPool:
         arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what=what)
         spec = model.spec
         try:
-            keys = [_decode_key(k) for k in extra["keys"]]
+            keys = [decode_key(k) for k in extra["keys"]]
             for k in keys:
                 check_key(k)
         except Exception as e:  # a crafted key table: any error means the same
-            raise SnapshotError(f"pool file has malformed keys: {e!r}") from None
+            raise SnapshotError(f"{what} has malformed keys: {e!r}") from None
         n = len(keys)
         expected = {f"state:{s.input}": (n, *spec.state_shapes[s.input]) for s in spec.states}
         expected.update(idle=(n,), steps=(n,))
         got = {k: v.shape for k, v in arrays.items()}
         if got != expected or len(set(keys)) != n:
             raise SnapshotError(
-                f"pool file does not fit this model: arrays {got}, expected {expected}"
+                f"{what} does not fit this model: arrays {got}, expected {expected}"
             )
         with np.errstate(all="ignore"):  # crafted arrays: the checks answer, not warnings
             not_finite = [name for name, a in arrays.items() if not np.isfinite(a).all()]
             negative = bool((arrays["steps"] < 0).any() or (arrays["idle"] < 0).any())
         if not_finite or negative:
             raise SnapshotError(
-                f"pool file holds bad values: non-finite {not_finite}, or negative steps or "
-                "idle times"
+                f"{what} holds bad values: non-finite {not_finite}, or negative steps or idle times"
             )
         pool = cls(
             model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device

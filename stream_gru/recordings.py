@@ -6,12 +6,12 @@ This module needs only numpy (no torch).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-__all__ = ["TASKS", "Recording", "SensorDataset", "Task"]
+__all__ = ["TASKS", "DataReading", "Recording", "SensorDataset", "Task"]
 
 Task = Literal["regression", "classification"]
 TASKS: tuple[str, ...] = ("regression", "classification")
@@ -49,12 +49,33 @@ class Recording:
 
 
 @dataclass(frozen=True)
+class DataReading:
+    """How a file was read, for the user to see (``stream-gru train`` prints it).
+
+    ``rows``: data rows in the file; ``delimiter``: the CSV delimiter used;
+    ``ignored``: (column, why) for each column not used; ``missing``: the policy for
+    missing values; ``dropped_rows``/``filled_cells``: what it did; ``warnings``:
+    what looks wrong (a column that looks like a device id, say).
+    """
+
+    rows: int
+    delimiter: str = ","
+    ignored: tuple[tuple[str, str], ...] = ()
+    missing: str = "error"
+    dropped_rows: int = 0
+    filled_cells: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SensorDataset:
     """Recordings with their names and task.
 
     ``output_names`` are the class names in class-index order (classification) or
     the target names (regression). For forecasting, ``y[t]`` is the target
-    ``horizon`` steps after ``t``.
+    ``horizon`` steps after ``t``. ``sequence_column``: the CSV column that cut the
+    rows into recordings (None: one recording, or not a CSV); ``reading``: how the
+    file was read.
     """
 
     recordings: tuple[Recording, ...]
@@ -64,6 +85,8 @@ class SensorDataset:
     target: str
     horizon: int = 0
     source: str = ""
+    sequence_column: str | None = None
+    reading: DataReading | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -76,9 +76,11 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as e:
+        from .install import install_hint
+
         raise ImportError(
-            "stream_gru needs onnxruntime to run models: pip install 'stream-gru[cpu]' "
-            "(or 'stream-gru[gpu]' for CUDA)"
+            f"stream_gru needs onnxruntime to run models: {install_hint('cpu')} "
+            f"(or the 'gpu' extra for CUDA)"
         ) from e
     return onnxruntime
 

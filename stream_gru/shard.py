@@ -116,7 +116,8 @@ class Shard:
             blob = pool.to_bytes()
             if args[0] is None:
                 return blob
-            try:
+            try:  # the pool's checkpoint_dir: an output folder, made again if it went
+                Path(args[0]).parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(args[0], blob)
             except OSError as e:
                 return e

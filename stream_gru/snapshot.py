@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SnapshotError
+from .sniff import looks_like
 
 __all__ = ["FORMAT_VERSION", "decode", "encode"]
 
@@ -30,6 +31,14 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<4s4sII")
 _DIGEST = 32
 _DTYPES = {"float32", "float64", "float16", "int64", "int32", "uint64", "uint8"}
+_EXPECTED = {
+    b"POOL": "a stream-gru pool file (written by StreamPool.save)",
+    b"STRM": "a stream-gru stream snapshot (Stream.snapshot)",
+}
+_HINTS = {
+    b"POOL": "; load a pool file with model.load_pool(path)",
+    b"STRM": "; restore a stream snapshot with model.restore(blob) or pool.restore(key, blob)",
+}
 
 
 def encode(
@@ -68,15 +77,16 @@ def decode(
             f"{_PREFIX.size + _DIGEST}"
         )
     magic, got_kind, version, header_len = _PREFIX.unpack_from(data)
+    expected = _EXPECTED.get(kind, f"a stream-gru {kind!r} record")
     if magic != MAGIC:
-        raise SnapshotError(
-            f"{what} is not a stream-gru {what}: it starts with {magic!r}, not {MAGIC!r}"
-        )
+        raise SnapshotError(f"{what} is not {expected}: it looks like {looks_like(data)}")
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise SnapshotError(f"{what} is corrupt or truncated: its sha256 checksum does not match")
     if got_kind != kind:
-        raise SnapshotError(f"{what} holds a {got_kind!r} record, expected {kind!r}")
+        raise SnapshotError(
+            f"{what} is {looks_like(data)}, expected {expected}{_HINTS.get(got_kind, '')}"
+        )
     if version != FORMAT_VERSION:
         raise SnapshotError(
             f"{what} has format version {version}; this runtime reads version {FORMAT_VERSION}"

@@ -164,6 +164,7 @@ class ModelSpec:
     format_version: int | None = None
     step_graph: Mapping[str, Any] | None = None
     pool_graph: Mapping[str, Any] | None = None
+    sequence_column: str | None = None
 
     @property
     def states(self) -> tuple[StatePair, ...]:
@@ -190,6 +191,10 @@ class ModelSpec:
         if self.task == "regression" and self.target:
             ahead = f", {self.horizon} steps ahead" if self.horizon else ""
             lines.append(f"target       {self.target}{ahead}")
+        elif self.target:
+            lines.append(f"target       {self.target} (classes)")
+        if self.sequence_column:
+            lines.append(f"recordings   by column {self.sequence_column!r} (stream keys)")
         for k, v in self.training.items():
             if isinstance(v, (str, int, float)):
                 lines.append(f"training     {k}: {v}")
@@ -383,6 +388,12 @@ def read_spec(
     )
 
 
+def _optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string or null, got {value!r:.40}")
+
+
 def _own_spec(
     meta: dict[str, Any],
     io: ModelIO,
@@ -417,6 +428,7 @@ def _own_spec(
             format_version=int(meta["format_version"]),
             step_graph=meta.get("step_graph"),
             pool_graph=meta.get("pool_graph"),
+            sequence_column=_optional_str(meta.get("sequence_column")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None

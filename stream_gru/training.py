@@ -131,6 +131,7 @@ def train(
         training={
             "source": data.source,
             "target": data.target,
+            "sequence_column": data.sequence_column,
             "horizon": data.horizon,
             "task": data.task,
             "options": asdict(options),

@@ -129,7 +129,7 @@ def test_an_onnx_file_given_as_checkpoint(gru_model, tmp_path):
         main(["export", onnx, "--out", str(tmp_path / "x.onnx")])
     message = str(exc.value.code)
     assert message.startswith("stream-gru: ") and "\n" not in message
-    assert "is not a stream-gru checkpoint" in message and "ONNX model?" in message
+    assert "is not a stream-gru checkpoint: it looks like an ONNX model" in message
     assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(SystemExit, match="is not a stream-gru checkpoint"):
         main(["verify", onnx, "--checkpoint", onnx, "--quiet"])

@@ -215,10 +215,22 @@ def test_npz_errors(tmp_path: Path) -> None:
 
 
 def test_load_dataset_dispatch(tmp_path: Path) -> None:
+    """By content: text is CSV whatever its suffix, an .npz is an .npz; anything else
+    is named for what it looks like, without talk of formats it is not."""
     p = write(tmp_path / "a.CSV", "x,t\n1,2\n")
     assert load_dataset(p, target="t").task == "regression"
-    with pytest.raises(ValueError, match=r"\.parquet"):
+    txt = write(tmp_path / "export.txt", "x;t\n1;2\n3;4\n")
+    ds = load_dataset(txt, target="t")
+    assert ds.reading is not None and ds.reading.delimiter == ";" and ds.num_valid_steps == 2
+    (tmp_path / "a.parquet").write_bytes(b"PAR1\x15\x04\x15\x10\x00\x01\x02\xff\xfe")
+    with pytest.raises(
+        ValueError,
+        match=r"a\.parquet: cannot read it as data: it looks like "
+        r"binary data",
+    ):
         load_dataset(tmp_path / "a.parquet")
+    with pytest.raises(FileNotFoundError):
+        load_dataset(tmp_path / "missing.csv")
 
 
 # --------------------------------------------------------------------------- splits

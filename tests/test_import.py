@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 BLOCK = "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
 
@@ -57,7 +58,25 @@ def test_training_without_torch_says_how_to_install():
         """
     )
     assert result.returncode != 0
-    assert "pip install 'stream-gru[train]'" in result.stderr
+    assert "train extra" in result.stderr and "make install" in result.stderr
+
+
+def test_install_hints_from_a_checkout_and_from_an_index(monkeypatch):
+    """From this checkout: the README's commands, torch pinned as the Makefile pins it;
+    installed from an index: the extra's name."""
+    import re
+
+    from stream_gru import install
+
+    root = Path(__file__).resolve().parent.parent
+    pin = re.search(r"(?m)^TORCH\s*:=\s*(\S+)", (root / "Makefile").read_text()).group(1)
+    assert install.checkout_root() == root
+    hint = install.install_hint("train")
+    assert f"pip install {pin} '.[train]'" in hint and "make install" in hint
+    assert "torch" not in install.install_hint("ray")
+    monkeypatch.setattr(install, "checkout_root", lambda: None)
+    assert install.install_hint("train") == "pip install 'stream-gru[train]'"
+    assert install.install_hint("cpu") == "pip install 'stream-gru[cpu]'"
 
 
 def test_load_without_onnxruntime_says_how_to_install(gru_model):
@@ -74,4 +93,4 @@ def test_load_without_onnxruntime_says_how_to_install(gru_model):
         timeout=120,
     )
     assert result.returncode != 0
-    assert "pip install 'stream-gru[cpu]'" in result.stderr
+    assert "needs onnxruntime" in result.stderr and "'.[cpu]'" in result.stderr
