@@ -2,10 +2,10 @@
 
     python export/export_and_verify.py runs/demo/checkpoint.pt --out model.onnx
 
-Exits 0 when every check passes, 1 when any output or state differs beyond
---atol/--rtol (numpy allclose semantics), the export's structural checks fail or the
-checkpoint cannot be read, 2 on a bad argument.
-Needs the train extra: pip install 'stream-gru[train]'.
+Exits 0 when every check passes, 1 when any output or state differs beyond the
+agreement rule |a - b| <= atol + rtol * |b| (--atol/--rtol; docs/agreement.md), the
+export's checks fail or the checkpoint cannot be read, 2 on a bad argument.
+Needs the train extra: pip install 'stream-gru[train]' (from a checkout: make install).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def export_and_verify(args: argparse.Namespace, prog: str) -> int:
     from stream_gru.export import export_onnx
 
     try:
-        exported = export_onnx(args.checkpoint, args.out)
+        exported = export_onnx(args.checkpoint, args.out, atol=args.atol, rtol=args.rtol)
     except ExportError as e:
         raise SystemExit(f"{prog}: export failed: {e}") from None
     print(f"exported {exported.path} ({exported.size_bytes / 1024:.1f} KiB), checks passed")
