@@ -206,8 +206,11 @@ def _fleet_lines(m: dict[str, Any]) -> list[str]:
             f"      one stream-step = {ceiling['flops_formula']} FLOP "
             f"-> {_rate(ceiling['steps_per_s'])} stream-steps/s",
         ]
-    diff = m["contenders_max_abs_diff"]
-    lines.append(f"    the contenders' outputs agree to {diff:.1e} (first tick of every size)")
+    excess = m["contenders_excess"]
+    lines.append(
+        f"    the contenders' outputs agree by the agreement rule ({excess:.2f} of its limit; "
+        f"first tick of every size)"
+    )
     return lines
 
 

@@ -12,14 +12,47 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_array", "as_samples"]
+__all__ = ["MAX_STEPS", "as_array", "as_samples", "check_step_count"]
+
+#: A stream's step count is an integer in [0, MAX_STEPS] (int64's largest): snapshots,
+#: pool files and the pool's arrays hold it exactly, and a stream at the maximum
+#: refuses to step rather than wrap around.
+MAX_STEPS = 2**63 - 1
+
+
+def check_step_count(value: Any) -> int:
+    """``value`` as a step count, or ``ValueError`` naming it (a bool, a float, a
+    negative number or one beyond ``MAX_STEPS`` is not a step count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEPS:
+        raise ValueError(f"a step count is an int in [0, {MAX_STEPS}], got {value!r:.40}")
+    return int(value)
+
 
 _FLOAT32 = np.dtype(np.float32)
 _ACCEPTED_KINDS = "fiu"  # float, signed int, unsigned int
 _KIND_NAMES = {"b": "bool", "c": "complex", "U": "str", "S": "bytes", "O": "object", "V": "void"}
 
 
+def _ragged(x: Any) -> str | None:
+    """Where the rows of a nested sequence differ in length, e.g. "row 0 has 3 values,
+    row 2 has 2" (None where they do not, or ``x`` has no rows)."""
+    try:
+        lengths = [len(row) for row in x]
+    except TypeError:
+        lengths = []
+    if len(set(lengths)) < 2:
+        return None
+    first = lengths[0]
+    other = next(i for i, n in enumerate(lengths) if n != first)
+    return f"row 0 has {first} values, row {other} has {lengths[other]}"
+
+
 def _numeric(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what} is a masked array, whose mask would be ignored and its hidden values "
+            f"fed in: fill it ({what}.filled(value)) or leave the masked samples out"
+        )
     if isinstance(x, np.ndarray):
         arr = x
     elif isinstance(x, (str, bytes)):
@@ -28,6 +61,9 @@ def _numeric(x: Any, what: str) -> np.ndarray:
         try:
             arr = np.asarray(x)
         except (ValueError, TypeError) as e:
+            ragged = _ragged(x)
+            if ragged is not None:
+                raise ValueError(f"{what} is ragged: {ragged}") from None
             raise TypeError(
                 f"{what} must be a real numeric array, got {type(x).__name__}: {e}"
             ) from None

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import GRUConfig, TrainOptions
+from .pipe import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_STREAMS
 
 __all__ = [
     "HelpFormatter",
@@ -36,6 +37,7 @@ __all__ = [
     "add_train_options",
     "add_verify_options",
     "check_dropout",
+    "check_output_folder",
     "fraction",
     "main",
     "need_train_extra",
@@ -76,7 +78,8 @@ def run_guarded(command: Callable[[], int], *, prog: str = "stream-gru") -> int:
     """Run ``command`` and return its exit status. A user error (a ``StreamGRUError``,
     an ``OSError`` such as a missing or unreadable file, a ``ValueError``) exits with
     the one line ``prog: message`` and status 1, Ctrl-C with 130, a reader of stdout
-    that went away (``| head -1``) quietly with 141: never a traceback."""
+    that went away (``| head -1``) quietly with 141: never a traceback (any other
+    exception is a bug, reported in one line; ``STREAM_GRU_DEBUG=1`` re-raises it)."""
     from .errors import StreamGRUError
 
     try:
@@ -90,6 +93,14 @@ def run_guarded(command: Callable[[], int], *, prog: str = "stream-gru") -> int:
         _fail(str(e), prog)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a defect: still one line, with the way to the traceback
+        if os.environ.get("STREAM_GRU_DEBUG"):
+            raise
+        _fail(
+            f"unexpected {type(e).__name__}: {str(e)[:300]} (a bug: please report it; "
+            f"STREAM_GRU_DEBUG=1 shows the traceback)",
+            prog,
+        )
 
 
 # -- argument types: argparse reports a bad value as a usage error (exit 2) ----------
@@ -214,7 +225,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     need_train_extra()
+    check_output_folder(args.report, "--report")
     return verify_and_report(args.model, args.checkpoint, args)
+
+
+def check_output_folder(path: Path | None, option: str) -> None:
+    """Refuse at once an output file whose folder does not exist (not after the work)."""
+    if path is not None and not path.parent.is_dir():
+        raise SystemExit(f"stream-gru: {option} {path}: the folder {path.parent} does not exist")
 
 
 def verify_and_report(model: Path, checkpoint: Path, args: argparse.Namespace) -> int:
@@ -257,21 +275,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import load
-    from .pipe import serve_lines
+    from .files import open_regular
+    from .pipe import PipeOptions, serve_lines
 
+    options = PipeOptions(
+        header=args.header,
+        key_column=args.key_column,
+        columns=args.columns,
+        label=args.label,
+        delimiter=args.delimiter,
+        max_line_bytes=args.max_line_bytes,
+        max_streams=args.max_streams or None,
+        idle_timeout=args.idle_timeout,
+    )
     model = load(args.model, provider=args.provider, threads=args.threads)
-    options = {
-        "header": args.header,
-        "key_column": args.key_column,
-        "columns": args.columns,
-        "label": args.label,
-    }
     try:
         if args.input is not None:
-            with open(args.input, encoding="utf-8", newline="") as f:
-                stats = serve_lines(model, f, sys.stdout, sys.stderr, **options)
-        else:
-            stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr, **options)
+            with open_regular(args.input) as f:
+                stats = serve_lines(model, f, sys.stdout, sys.stderr, options=options)
+        else:  # bytes from the descriptor, whatever the locale's encoding
+            stats = serve_lines(model, sys.stdin, sys.stdout, sys.stderr, options=options)
     except BrokenPipeError:
         # The reader went away (`stream-gru run m.onnx < big | head -1`): stop quietly
         # with 141, as a process killed by SIGPIPE (`yes | head -1`) does. Point stdout
@@ -281,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.summary:
         print(
             f"stream-gru run: {stats.lines} lines, {stats.outputs} outputs, "
-            f"{stats.rejected} rejected, {stats.streams} streams",
+            f"{stats.rejected} rejected, {stats.streams} streams, {stats.expired} expired",
             file=sys.stderr,
         )
     if stats.all_refused:
@@ -593,6 +616,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--label", action="store_true", help="append a classifier's predicted class to each line"
+    )
+    p.add_argument(
+        "--delimiter",
+        type=_one_character,
+        help="the field delimiter (default: the first line's: comma, semicolon, tab or bar)",
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_LINE_BYTES,
+        help="a longer line is skipped unread, with a message",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=non_negative_int,
+        default=DEFAULT_MAX_STREAMS,
+        help="the most streams open at once; a new key beyond it is refused with a message "
+        "(0: no limit)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="close streams idle this long (their state is dropped; a key that comes back "
+        "starts afresh); default: never",
     )
     p.add_argument(
         "--provider",

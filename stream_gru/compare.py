@@ -35,6 +35,7 @@ import numpy as np
 
 from .agreement import DEFAULT_ATOL, DEFAULT_RTOL, AgreementRule
 from .compare_data import choose_sequence_column, read_features, read_targets, stream_metrics
+from .csv_data import DEFAULT_CSV, CsvOptions
 from .errors import CompareError
 from .files import atomic_write_bytes
 from .progress import progress_bar
@@ -305,12 +306,13 @@ def _metrics(
     output_names: Sequence[str],
     column: str | None,
     sequence_column: str | None,
+    csv: CsvOptions,
 ) -> tuple[list[dict[str, float] | None], str]:
     """Both models' metrics on the target ``column``, or why there are none. The models
     share task and horizon (``_check_comparable``), so one reading serves both."""
     if column is None:
         return [None, None], "the models name no target column (give --target COL): no metrics"
-    data = read_targets(path, spec, column, spec.feature_names, sequence_column)
+    data = read_targets(path, spec, column, spec.feature_names, sequence_column, csv)
     if isinstance(data, str):
         return [None, None], data
     got = [stream_metrics(o, data, output_names, str(spec.task)) for o in outs]
@@ -330,6 +332,7 @@ def compare_models(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     progress: bool = False,
+    csv: CsvOptions = DEFAULT_CSV,
 ) -> ModelComparison:
     """Stream every recording of ``data`` (CSV or NPZ) through both models, step by step
     from a fresh state, and compare their outputs step by step.
@@ -339,11 +342,11 @@ def compare_models(
     Without ``sequence_column``, a CSV is cut by the column the models were trained
     with (their metadata records it) where the file has it, else it is one recording.
     ``target`` names the column of true values for the metrics (default: the one the
-    models were trained on; NPZ: ``y``). Raises ``CompareError`` for models that cannot
+    models were trained on; NPZ: ``y``). ``csv``: missing values and the delimiter, as
+    ``load_csv`` takes them. Raises ``CompareError`` for models that cannot
     be compared or data without their feature columns.
     """
-    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0):
-        raise ValueError(f"atol and rtol must be finite and non-negative, got {atol}, {rtol}")
+    rule = AgreementRule(atol, rtol)  # ValueError for a bad tolerance
     start = time.perf_counter()
     path = Path(data)
     a, b = _as_model(old), _as_model(new)
@@ -352,16 +355,16 @@ def compare_models(
         names = (f"OLD ({a.path})", f"NEW ({b.path})")
     _check_comparable(a, b, names)
     sequence_column, recordings_note = choose_sequence_column(
-        path, sequence_column, (a.spec, b.spec)
+        path, sequence_column, (a.spec, b.spec), csv
     )
-    feats = read_features(path, a.spec.feature_names, sequence_column)
+    feats = read_features(path, a.spec.feature_names, sequence_column, csv)
     cols = {n: i for i, n in enumerate(feats.columns)}
     idx = [np.asarray([cols[f] for f in m.spec.feature_names]) for m in (a, b)]
     output_names = a.spec.output_names or tuple(f"y{j}" for j in range(a.spec.output_size or 1))
 
     total = sum(len(r) for r in feats.recordings)
     bar = progress_bar(progress, desc="compare", unit="step", total=2 * total)
-    tally = _Tally(AgreementRule(atol, rtol), output_names)
+    tally = _Tally(rule, output_names)
     outs: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for i, rec in enumerate(feats.recordings):
         for side, (model, columns) in enumerate(zip((a, b), idx, strict=True)):
@@ -371,7 +374,7 @@ def compare_models(
     bar.close()
 
     column = "y" if path.suffix.lower() == ".npz" else target or a.spec.target or b.spec.target
-    metrics, note = _metrics(path, a.spec, outs, output_names, column, sequence_column)
+    metrics, note = _metrics(path, a.spec, outs, output_names, column, sequence_column, csv)
     if metrics[0] is not None:
         note = f"column {column!r}" + (" (the models' own)" if not target else "")
     return ModelComparison(

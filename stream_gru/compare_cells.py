@@ -35,6 +35,7 @@ import numpy as np
 
 from .compare_data import stream_metrics
 from .config import GRUConfig, TrainOptions
+from .csv_data import Missing
 from .data import load_training_data
 from .files import atomic_write_bytes
 from .recordings import SensorDataset
@@ -206,7 +207,7 @@ def load_compare_data(
     sequence_column: str | None = None,
     task: str | None = None,
     horizon: int = 0,
-    missing: str = "error",
+    missing: Missing = "error",
     delimiter: str | None = None,
 ) -> tuple[SensorDataset, SensorDataset | None]:
     """The training data and, for the embedded BasicMotions, its test split.

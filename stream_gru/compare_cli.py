@@ -17,6 +17,7 @@ from .cli import (
     add_tolerance_options,
     add_train_options,
     check_dropout,
+    check_output_folder,
     positive_int,
     train_extra_hint,
     train_options,
@@ -63,7 +64,8 @@ unreadable file), with a message naming what differs.
 
 # Options that belong to one mode only; given in the other they are a usage error.
 _TWO_MODEL_OPTIONS = ("data", "atol", "rtol")
-_SHARED = ("sequence_column", "target")  # declared with train's options, used by both modes
+# declared with train's options, used by both modes
+_SHARED = ("sequence_column", "target", "missing", "delimiter")
 
 
 def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
@@ -90,9 +92,10 @@ def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
     add_tolerance_options(two, what="the old model's output")
     cells = p.add_argument_group(
         "GRU vs LSTM (DATA)",
-        "The options of train, but --cell. --sequence-column and --target serve two\n"
-        "models too: there --target names the column the metrics are computed on\n"
-        "(default: the models' own target; NPZ: y).",
+        "The options of train, but --cell. --sequence-column, --target, --missing and\n"
+        "--delimiter serve two models too: there --target names the column the metrics\n"
+        "are computed on (default: the models' own target; NPZ: y) and\n"
+        "--sequence-column defaults to the models' own.",
     )
     add_train_options(cells, cell=False)
     cells.add_argument(
@@ -133,6 +136,7 @@ def _given(p: argparse.ArgumentParser, args: argparse.Namespace, dests: Any) -> 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     p: argparse.ArgumentParser = args.compare_parser
+    check_output_folder(args.json, "--json")
     if len(args.paths) == 2:
         wrong = _given(p, args, args.compare_cells_only)
         if wrong:
@@ -164,6 +168,7 @@ def _trouble_is_2(command: Any) -> int:
 
 def _two_models(args: argparse.Namespace) -> int:
     from .compare import compare_models
+    from .csv_data import CsvOptions
 
     old, new = args.paths
     result = compare_models(
@@ -175,6 +180,7 @@ def _two_models(args: argparse.Namespace) -> int:
         atol=args.atol,
         rtol=args.rtol,
         progress=not args.quiet,
+        csv=CsvOptions(missing=args.missing, delimiter=args.delimiter),
     )
     print(result.format())
     if args.json:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .csv_data import load_csv, read_csv_table
+from .csv_data import DEFAULT_CSV, CsvOptions, load_csv, read_csv_table
 from .errors import CompareError
 from .loaders import load_npz
 from .recordings import Recording, SensorDataset
@@ -37,9 +37,9 @@ class FeatureTable:
     recordings: tuple[Recording, ...]  # x has `columns`; y and mask are not used
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path, csv: CsvOptions) -> list[str]:
     try:
-        return read_csv_table(path).header
+        return read_csv_table(path, delimiter=csv.delimiter).header
     except ValueError as e:
         raise CompareError(str(e)) from None
 
@@ -63,7 +63,7 @@ def _missing(path: Path, available: Sequence[str], wanted: Sequence[str]) -> Non
 
 
 def choose_sequence_column(
-    path: Path, given: str | None, specs: Sequence[ModelSpec]
+    path: Path, given: str | None, specs: Sequence[ModelSpec], csv: CsvOptions = DEFAULT_CSV
 ) -> tuple[str | None, str]:
     """The column that cuts ``path`` into recordings, and a sentence saying why: the
     one ``given``, else the one the models were trained with (recorded in their
@@ -72,13 +72,20 @@ def choose_sequence_column(
         return given, "one recording per row of x"
     if given is not None:
         return given, f"recordings by column {given!r}"
+    recorded_by = {s.sequence_column for s in specs if s.sequence_column}
     recorded = next((s.sequence_column for s in specs if s.sequence_column), None)
+    if len(recorded_by) > 1:
+        return None, (
+            f"the whole file as one recording: the models were trained with recordings by "
+            f"different columns ({', '.join(sorted(map(repr, recorded_by)))}); give "
+            f"--sequence-column COL"
+        )
     if recorded is None:
         return None, (
             "the whole file as one recording (the models record no sequence column: give "
             "--sequence-column COL if the file holds several devices or runs)"
         )
-    if recorded in _csv_header(path):
+    if recorded in _csv_header(path, csv):
         return recorded, f"recordings by column {recorded!r} (the models' training sequence column)"
     return None, (
         f"the whole file as one recording: the models were trained with recordings by "
@@ -87,14 +94,17 @@ def choose_sequence_column(
 
 
 def read_features(
-    path: Path, features: tuple[str, ...], sequence_column: str | None
+    path: Path,
+    features: tuple[str, ...],
+    sequence_column: str | None,
+    csv: CsvOptions = DEFAULT_CSV,
 ) -> FeatureTable:
     """The columns ``features`` of a CSV (cut into recordings by ``sequence_column``,
     else one recording) or of an NPZ's ``x`` (named by its ``feature_names``, else
     x0, x1, ...; one recording per row, ``lengths`` honoured). ``CompareError`` names
     the missing columns and the ones the file has."""
     if _format(path) == "csv":
-        header = _csv_header(path)
+        header = _csv_header(path, csv)
         _missing(path, header, features)
         if sequence_column is not None and sequence_column not in header:
             raise CompareError(
@@ -109,6 +119,8 @@ def read_features(
             features=features,
             sequence_column=sequence_column,
             task="regression",
+            missing=csv.missing,
+            delimiter=csv.delimiter,
         )
         return FeatureTable(str(path), ds.feature_names, ds.recordings)
     if sequence_column is not None:
@@ -157,11 +169,12 @@ def read_targets(
     column: str,
     features: tuple[str, ...],
     sequence_column: str | None,
+    csv: CsvOptions = DEFAULT_CSV,
 ) -> SensorDataset | str:
     """The data with the target column for ``spec``'s task and horizon, or why not."""
     try:
         if _format(path) == "csv":
-            if column not in _csv_header(path):
+            if column not in _csv_header(path, csv):
                 return f"no column {column!r} in {path}: no metrics"
             return load_csv(
                 path,
@@ -170,6 +183,8 @@ def read_targets(
                 sequence_column=sequence_column,
                 task=spec.task,
                 horizon=spec.horizon,
+                missing=csv.missing,
+                delimiter=csv.delimiter,
             )
         with np.load(path, allow_pickle=False) as z:
             if "y" not in z.files:

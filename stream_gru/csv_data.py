@@ -17,6 +17,7 @@ import itertools
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,10 +25,19 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from .files import read_regular
 from .loaders import check_horizon, encode_labels, make_dataset, resolve_task, shift_target
 from .recordings import DataReading, Recording, SensorDataset
 
-__all__ = ["MISSING_VALUES", "CsvTable", "Missing", "load_csv", "read_csv_table"]
+__all__ = [
+    "DEFAULT_CSV",
+    "MISSING_VALUES",
+    "CsvOptions",
+    "CsvTable",
+    "Missing",
+    "load_csv",
+    "read_csv_table",
+]
 
 Missing = Literal["error", "drop", "ffill"]
 #: Cells read as a missing value (compared without case and surrounding spaces).
@@ -35,6 +45,19 @@ MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "null", "none"})
 _DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "bar"}
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+_ID_NAME = re.compile(r"(?i)(^|_|\b)(id|device|machine|unit|sensor|run|serial|node|host|asset)")
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How to read a CSV's cells: ``missing`` ("error", "drop" or "ffill", see
+    ``load_csv``) and the ``delimiter`` (None: the header's)."""
+
+    missing: Missing = "error"
+    delimiter: str | None = None
+
+
+DEFAULT_CSV = CsvOptions()
 
 
 @dataclass(frozen=True)
@@ -80,13 +103,16 @@ def read_csv_table(path: str | os.PathLike[str], *, delimiter: str | None = None
     path = Path(path)
     if delimiter is not None and len(delimiter) != 1:
         raise ValueError(f"delimiter must be one character, got {delimiter!r}")
+    data = read_regular(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            text = f.read()
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its byte-order mark
+            text = data.decode("utf-16")
+        else:
+            text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(
-            f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start : e.start + 1]!r}); "
-            f"save it as UTF-8 CSV"
+            f"{path} is not UTF-8 text (byte {e.start + 1} is "
+            f"{e.object[e.start : e.start + 1]!r}); save it as UTF-8 CSV"
         ) from None
     first = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = delimiter or _sniff_delimiter(first)
@@ -211,9 +237,10 @@ def load_csv(
             if n not in feature_names and n not in (target, sequence_column)
         ]
 
-    groups = _groups(table, seq_cells, sequence_column)
+    groups, unnamed = _groups(table, seq_cells, sequence_column, missing)
     cells = {n: np.asarray(table.column(n), dtype=object) for n in {*feature_names, target}}
     keep, filled = _handle_missing(table, cells, groups, missing)
+    keep[unnamed] = False
     lines = [table.lines[i] for i in np.flatnonzero(keep)]
     cells = {n: c[keep] for n, c in cells.items()}
     kind = resolve_task(task, default="regression" if numeric[target] else "classification")
@@ -240,6 +267,9 @@ def load_csv(
             recordings.append(Recording(x, y_all[idx], np.ones(len(idx), dtype=bool), name))
         else:
             y, mask = shift_target(y_all[idx][:, None], horizon)
+            if horizon:  # a dropped row in between: the target is not `horizon` rows on
+                order = np.flatnonzero(keep[rows])  # the kept rows' places in the recording
+                mask[: len(idx) - horizon] &= order[horizon:] - order[:-horizon] == horizon
             recordings.append(Recording(x, y, mask, name))
     reading = DataReading(
         rows=len(table.rows),
@@ -257,20 +287,31 @@ def load_csv(
 
 
 def _groups(
-    table: CsvTable, seq_cells: list[str] | None, sequence_column: str | None
-) -> dict[str, np.ndarray]:
-    """Row indices of each recording, in order of first appearance."""
+    table: CsvTable, seq_cells: list[str] | None, sequence_column: str | None, missing: Missing
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Row indices of each recording, in order of first appearance, and the rows whose
+    sequence cell is missing and that ``missing`` drops ("drop", or "ffill" before the
+    first named row; "ffill" puts the others in the recording of the row before)."""
     if seq_cells is None:
-        return {table.path.stem: np.arange(len(table.rows))}
+        return {table.path.stem: np.arange(len(table.rows))}, []
     order: dict[str, list[int]] = {}
+    unnamed: list[int] = []
+    last: str | None = None
     for i, value in enumerate(seq_cells):
-        if value == "":
-            raise ValueError(
-                f"{table.path}: sequence column {sequence_column!r} is empty at line "
-                f"{table.lines[i]}"
-            )
+        if is_missing(value):
+            if missing == "error":
+                raise ValueError(
+                    f"{table.path}: sequence column {sequence_column!r} has a missing value at "
+                    f"line {table.lines[i]} ({value!r}): choose --missing drop to skip such "
+                    f"rows, or --missing ffill to give them the recording of the row before"
+                )
+            if missing == "drop" or last is None:
+                unnamed.append(i)
+                continue
+            value = last
         order.setdefault(value, []).append(i)
-    return {k: np.asarray(v) for k, v in order.items()}
+        last = value
+    return {k: np.asarray(v) for k, v in order.items()}, unnamed
 
 
 def _handle_missing(
@@ -372,7 +413,9 @@ def _suggest_sequence_column(
     sequence_column: str | None,
 ) -> list[str]:
     """Warnings for columns that look like a device or run id while no sequence column
-    was given: few distinct values, each in one block of consecutive rows."""
+    was given: few distinct values, each in one block of consecutive rows (a file sorted
+    by device), or taking turns evenly (a log sorted by time), or, for text, a name that
+    says id (machine_id, device, unit, ...)."""
     if sequence_column is not None:
         return []
     out = []
@@ -381,20 +424,26 @@ def _suggest_sequence_column(
         if name == target:
             continue
         cells = table.column(name)
-        distinct = len(set(cells))
-        if not 2 <= distinct <= max(2, n // 5):
+        counts = Counter(cells)
+        if not 2 <= len(counts) <= max(2, n // 5):
             continue
         runs = 1 + sum(a != b for a, b in itertools.pairwise(cells))
-        if runs > distinct:
-            continue
         if numeric[name]:
             values = [_parse_float(c) for c in cells if not is_missing(c)]
             if not all(v is not None and float(v).is_integer() for v in values):
                 continue
+        if runs == len(counts):
+            how = "each in one block of rows"
+        elif max(counts.values()) - min(counts.values()) <= 1:
+            how = "taking turns row by row"
+        elif not numeric[name] and _ID_NAME.search(name):
+            how = "recurring through the file"
+        else:
+            continue
         role = " (now a feature)" if name in features else ""
         out.append(
-            f"column {name!r}{role} has {distinct} distinct values, each in one block of "
-            f"rows: if each is a device or a run, pass --sequence-column {name} (without "
-            f"it, the file is one recording)"
+            f"column {name!r}{role} has {len(counts)} distinct values, {how}: if each is a "
+            f"device or a run, pass --sequence-column {name} (without it, the file is one "
+            f"recording)"
         )
     return out

@@ -16,13 +16,15 @@ the rest.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from .csv_data import load_csv
+from .csv_data import Missing, load_csv
+from .files import open_regular
 from .loaders import load_npz
 from .recordings import TASKS as TASKS
 from .recordings import Recording, SensorDataset
@@ -61,15 +63,15 @@ def data_format(path: str | os.PathLike[str]) -> DataFormat:
     path = Path(path)
     if path.suffix.lower() == ".npz":
         return "npz"
-    with open(path, "rb") as f:  # OSError for a missing file or a directory
+    with open_regular(path) as f:  # OSError for a missing file, a folder, a pipe...
         head = f.read(4096)
         if head.startswith(b"PK\x03\x04"):  # a zip: an .npz, or a spreadsheet, or ...
             head += f.read()
     seems = looks_like(head)
     if seems == "a NumPy .npz archive":
         return "npz"
-    if not head or seems.startswith(("text", "JSON text")):
-        return "csv"
+    if not head or seems.startswith(("text", "JSON text", "UTF-16 text")):
+        return "csv"  # read_csv_table says what it can't decode
     raise ValueError(
         f"{path}: cannot read it as data: it looks like {seems}; stream-gru reads CSV text "
         f"with a header row (.csv, .tsv, .txt, ...) or NumPy .npz archives with x and y"
@@ -87,11 +89,11 @@ def load_training_data(
     path: str | os.PathLike[str],
     *,
     target: str | None = None,
-    features: Any = None,
+    features: Sequence[str] | None = None,
     sequence_column: str | None = None,
     task: str | None = None,
     horizon: int = 0,
-    missing: str = "error",
+    missing: Missing = "error",
     delimiter: str | None = None,
 ) -> SensorDataset:
     """A data file as ``stream-gru train`` reads it, with its options checked against
@@ -109,7 +111,7 @@ def load_training_data(
             sequence_column=sequence_column,
             task=task,
             horizon=horizon,
-            missing=missing,  # type: ignore[arg-type]
+            missing=missing,
             delimiter=delimiter,
         )
     given = [

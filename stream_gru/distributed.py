@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -40,8 +41,8 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from .errors import ShardError, SnapshotError
-from .files import atomic_write_bytes
-from .hash_ring import HashRing, hash64
+from .files import NotARegularFile, atomic_write_bytes, open_regular, read_regular
+from .hash_ring import MAX_REPLICAS, HashRing, hash64
 from .keys import (
     PLAIN_KEY_TYPES,
     canonical_key,
@@ -145,7 +146,7 @@ class ShardedPool:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
         self.model_path = Path(model_path)
-        self._model_bytes = self.model_path.read_bytes()
+        self._model_bytes = read_regular(self.model_path)
         # The driver's own copy checks samples and snapshots; it never steps a stream.
         self.model: StreamingModel = load_bytes(
             self._model_bytes, source=str(self.model_path), options=SessionOptions("cpu"), io=io
@@ -469,27 +470,26 @@ class ShardedPool:
         if "replicas" in options or "shards" in options:
             raise TypeError("load takes the shards and their ring from the saved manifest")
         directory = Path(directory)
-        try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-            files = {int(e["id"]): directory / str(e["file"]) for e in manifest["shards"]}
-            replicas = int(manifest["replicas"])
-            fingerprint = str(manifest["fingerprint"])
-            if not files or len(files) != len(manifest["shards"]) or manifest["format"] != 1:
-                raise ValueError(f"bad shard list or format: {manifest['shards']!r:.80}")
-        except Exception as e:  # any malformed manifest means the same to the caller
-            raise SnapshotError(f"{directory} holds no readable {MANIFEST}: {e!r}") from None
-        model = load_bytes(Path(model_path).read_bytes(), source=str(model_path),
+        files, replicas, fingerprint = _read_manifest(directory)
+        model = load_bytes(read_regular(model_path), source=str(model_path),
                            options=SessionOptions("cpu"), io=options.get("io"))  # fmt: skip
         if fingerprint != model.spec.fingerprint:
             raise SnapshotError(f"{directory} was saved by another model")
-        ring = HashRing(files, replicas=replicas)
-        blobs, owners = {}, {}
+        blobs = {}
         for sid, path in files.items():
-            if not path.is_file():
-                raise SnapshotError(f"sharded pool file {path} is missing")
-            blobs[sid] = path.read_bytes()
+            try:
+                blobs[sid] = read_regular(path)
+            except (FileNotFoundError, NotARegularFile) as e:
+                raise SnapshotError(f"sharded pool file {path} is missing or unreadable: "
+                                    f"{type(e).__name__}") from None  # fmt: skip
+        ring = HashRing(files, replicas=replicas)
+        owners = {}
+        for sid, path in files.items():
             what = f"sharded pool file {str(path)!r}"
-            for key in StreamPool.from_bytes(model, blobs[sid], graph="sequence", what=what):
+            pool_file = StreamPool.from_bytes(
+                model, blobs[sid], graph="sequence", what=what, quote=False
+            )
+            for key in pool_file:
                 h = hash64(key_token(key))
                 if ring.owner(h) != sid:
                     raise SnapshotError(f"stream {key!r} is in {path}, not its shard's file")
@@ -643,6 +643,63 @@ class ShardedPool:
 
 
 _REMOTE: Any = None
+
+
+_MANIFEST_MAX_BYTES = 1 << 20
+_MAX_SHARDS = 1024
+_SHARD_FILE = re.compile(r"shard-[0-9]{1,9}\.[0-9a-f]{1,32}\.pool\Z")
+
+
+def _read_manifest(directory: Path) -> tuple[dict[int, Path], int, str]:
+    """A save's manifest, checked before anything else is read: (shard id -> pool file
+    in ``directory``, replicas, fingerprint). ``SnapshotError`` naming what is wrong,
+    never quoting a file's contents; only plain file names of the save's own pattern
+    (``shard-<id>.<tag>.pool``) are accepted, so no path leads outside ``directory``."""
+    path = directory / MANIFEST
+    try:
+        with open_regular(path) as f:
+            raw = f.read(_MANIFEST_MAX_BYTES + 1)
+    except (FileNotFoundError, NotARegularFile) as e:
+        raise SnapshotError(f"{directory} holds no readable {MANIFEST}: {e}") from None
+    if len(raw) > _MANIFEST_MAX_BYTES:
+        raise SnapshotError(f"{path} is over {_MANIFEST_MAX_BYTES:,} bytes: not a manifest")
+    try:
+        manifest = json.loads(raw)
+        entries = manifest["shards"]
+        replicas, fingerprint, version = (
+            manifest["replicas"],
+            manifest["fingerprint"],
+            manifest["format"],
+        )
+    except Exception as e:  # malformed JSON, nesting past the recursion limit, wrong types
+        raise SnapshotError(f"{path} is not a readable manifest ({type(e).__name__})") from None
+    if version != _MANIFEST_FORMAT or not isinstance(fingerprint, str):
+        raise SnapshotError(f"{path}: unknown format {version!r:.20} or a bad fingerprint")
+    if (
+        isinstance(replicas, bool)
+        or not isinstance(replicas, int)
+        or not (1 <= replicas <= MAX_REPLICAS)
+    ):
+        raise SnapshotError(f"{path}: replicas must be an int in [1, {MAX_REPLICAS}], "
+                            f"got {replicas!r:.20}")  # fmt: skip
+    if not isinstance(entries, list) or not 1 <= len(entries) <= _MAX_SHARDS:
+        raise SnapshotError(f"{path}: the shard list must hold 1 to {_MAX_SHARDS} entries")
+    files: dict[int, Path] = {}
+    for entry in entries:
+        sid = entry.get("id") if isinstance(entry, dict) else None
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < 2**31:
+            raise SnapshotError(f"{path}: a shard id must be an int in [0, 2**31), got "
+                                f"{sid!r:.20}")  # fmt: skip
+        if not isinstance(name, str) or not _SHARD_FILE.match(name):
+            raise SnapshotError(
+                f"{path}: shard {sid} names the file {name!r:.80}, which is not a pool file "
+                f"of this directory (shard-<id>.<tag>.pool); only files inside it are read"
+            )
+        if sid in files:
+            raise SnapshotError(f"{path}: shard {sid} is listed twice")
+        files[sid] = directory / name
+    return files, replicas, fingerprint
 
 
 def _remote_shard() -> Any:

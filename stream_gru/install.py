@@ -43,6 +43,7 @@ def install_hint(extra: str) -> str:
     if root is None:
         return f"pip install 'stream-gru[{extra}]'"
     torch = f"{_torch_pin(root)} " if extra == "train" else ""
-    return f"from the checkout {root}: make install, or pip install {torch}'.[{extra}]'" + (
-        " (torch first and pinned, as the README says)" if torch else ""
+    pinned = " (torch first and pinned, as the README says)" if torch else ""
+    return (
+        f"from the checkout {root}: make install, or pip install {torch}'{root}[{extra}]'{pinned}"
     )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_KEY_DEPTH",
     "PLAIN_KEY_TYPES",
     "Key",
     "canonical_key",
@@ -45,21 +46,26 @@ def _refused(key: Any) -> TypeError:
     )
 
 
-def canonical_key(key: Any) -> Any:
+#: Tuples in a key nest at most this deep.
+MAX_KEY_DEPTH = 16
+
+
+def canonical_key(key: Any, _depth: int = 0) -> Any:
     """``key`` as a pool stores it: numpy integers become the equal ``int`` (inside
     tuples too); other accepted keys are returned as they are. ``TypeError`` for a
-    value of another type (a float, a bool, a list, None, ...)."""
+    value of another type (a float, a bool, a list, None, ...), or tuples nested
+    deeper than ``MAX_KEY_DEPTH``."""
     kind = type(key)
     if kind is str or kind is int or kind is bytes:
         return key
     if isinstance(key, np.integer):  # np.bool_ is not an np.integer
         return int(key)
-    if kind is tuple:
-        return tuple(map(canonical_key, key))
     if isinstance(key, bool) or not isinstance(key, (str, int, bytes, tuple)):
         raise _refused(key)
     if isinstance(key, tuple):
-        return tuple(map(canonical_key, key))
+        if _depth >= MAX_KEY_DEPTH:
+            raise TypeError(f"a stream key's tuples nest at most {MAX_KEY_DEPTH} deep")
+        return tuple(canonical_key(k, _depth + 1) for k in key)
     return key  # a subclass of str, int or bytes: compares and hashes as its value
 
 

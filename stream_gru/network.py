@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import GRUConfig
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, open_regular
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -192,7 +192,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> GRUModel:
     """
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path) as f:  # a pipe or a device is refused, never read
+            ckpt = torch.load(f, map_location="cpu", weights_only=True)
     except OSError:  # missing, a directory, unreadable: the caller reports it as such
         raise
     except Exception as e:  # torch's own message is long and suggests weights_only=False
@@ -232,7 +233,7 @@ def _looks_like(path: Path) -> str:
     from .sniff import looks_like
 
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return looks_like(f.read(1 << 20))
     except OSError:
         return "a file that cannot be read"

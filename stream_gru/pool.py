@@ -25,9 +25,9 @@ import numpy as np
 
 from . import snapshot as _snapshot
 from .batched import check_graph_choice
-from .checks import as_samples
+from .checks import MAX_STEPS, as_samples
 from .errors import SnapshotError
-from .files import atomic_write_bytes
+from .files import NotARegularFile, atomic_write_bytes, read_regular
 from .keys import (
     PLAIN_KEY_TYPES,
     canonical_key,
@@ -112,11 +112,15 @@ def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int
 
 
 def _row_count(xs: Any) -> int:
-    """How many samples ``X`` holds, as far as its shape tells (0 where it cannot)."""
+    """How many samples ``X`` holds (its first dimension, or its length where it is
+    ragged; 0 where neither tells)."""
     try:
         shape = np.shape(xs)
-    except Exception:  # ragged or odd objects: nothing to count
-        return 0
+    except Exception:  # ragged: count its rows
+        try:
+            return len(xs)
+        except TypeError:
+            return 0
     return int(shape[0]) if shape else 0
 
 
@@ -237,6 +241,7 @@ class StreamPool:
         self._generation = 0
         self._recent: tuple[int, list[Any], np.ndarray] = (-1, [], np.zeros(0, np.int64))
         self._free: list[int] = list(range(capacity - 1, -1, -1))
+        self._steps_high = 0  # at least every open stream's step count
         self._ticks = 0
         self._stream_steps = 0
         self._rejected = 0
@@ -301,12 +306,19 @@ class StreamPool:
     def _open_slot(
         self, key: Any, last_seen: float, steps: int, state: Mapping[str, np.ndarray] | None
     ) -> int:
+        if not 0 <= steps <= MAX_STEPS:  # checked by every caller: an invariant
+            raise ValueError(f"a step count must be in [0, {MAX_STEPS}], got {steps}")
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        self._store.write(slot, state)
+        try:
+            self._store.write(slot, state)
+        except BaseException:
+            self._free.append(slot)  # a call that raises changes nothing, slots included
+            raise
         self._last_seen[slot] = last_seen
         self._steps[slot] = steps
+        self._steps_high = max(self._steps_high, steps)
         self._slots[key] = slot
         self._generation += 1
         return slot
@@ -392,7 +404,7 @@ class StreamPool:
         except (ValueError, TypeError):
             bad = _non_finite_rows(xs, len(keys), self.model.spec.sample_shape)
             with self._lock:
-                self._rejected += len(bad) if bad else max(len(keys), len(np.shape(xs)[:1]))
+                self._rejected += len(bad) if bad else max(len(keys), _row_count(xs))
             raise
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
@@ -447,13 +459,28 @@ class StreamPool:
         with self._lock:
             start = time.perf_counter()
             slots = self._slots_of(keys, check_distinct)
+            if self._steps_high >= MAX_STEPS:  # only then is the exact check needed
+                self._check_step_room(keys, slots)
             y = self._store.tick(slots, samples)
             self._last_seen[slots] = self._clock()
             self._steps[slots] += 1
+            self._steps_high += 1
             self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
             self._ticks += 1
             self._stream_steps += len(keys)
         return y
+
+    def _check_step_room(self, keys: list[Any], slots: np.ndarray) -> None:
+        """``ValueError`` naming the streams whose step count is at its maximum."""
+        full = np.flatnonzero(self._steps[slots] >= MAX_STEPS)
+        if full.size:
+            self._rejected += len(keys)
+            named = [keys[i] for i in full[:20].tolist()]
+            raise ValueError(
+                f"streams {named!r} have run {MAX_STEPS:,} steps, the most a step count "
+                f"holds: no stream stepped (restore them from a snapshot of fewer steps)"
+            )
+        self._steps_high = int(self._steps[list(self._slots.values())].max(initial=0))
 
     # -- one stream in or out ----------------------------------------------------
     def snapshot(self, key: Any) -> bytes:
@@ -547,12 +574,12 @@ class StreamPool:
         """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
         truncated or foreign file (another model's, even of the same shapes) raises
         ``SnapshotError``."""
-        if os.path.isdir(path):
+        try:
+            blob = read_regular(path)
+        except NotARegularFile as e:
             raise SnapshotError(
-                f"{path} is a directory, expected a file written by StreamPool.save"
-            )
-        with open(path, "rb") as f:
-            blob = f.read()
+                f"{path} is {e.kind}, expected a file written by StreamPool.save"
+            ) from None
         return cls.from_bytes(
             model, blob, clock=clock, graph=graph, state_on_device=state_on_device,
             what=f"pool file {os.fspath(path)!r}",
@@ -568,9 +595,13 @@ class StreamPool:
         graph: str = "auto",
         state_on_device: bool | None = None,
         what: str = "pool file",
+        quote: bool = True,
     ) -> StreamPool:
-        """A pool from ``to_bytes``' bytes (see ``load``)."""
-        arrays, extra = _snapshot.decode(blob, _POOL_KIND, model.spec.fingerprint, what=what)
+        """A pool from ``to_bytes``' bytes (see ``load``). ``what`` names the bytes in
+        messages; ``quote=False`` keeps the bytes' contents out of them."""
+        arrays, extra = _snapshot.decode(
+            blob, _POOL_KIND, model.spec.fingerprint, what=what, quote=quote
+        )
         spec = model.spec
         try:
             keys = [decode_key(k) for k in extra["keys"]]
@@ -586,12 +617,26 @@ class StreamPool:
             raise SnapshotError(
                 f"{what} does not fit this model: arrays {got}, expected {expected}"
             )
+        # The values the pool will hold, in the dtypes it holds them: a file this runtime
+        # wrote has exactly these (a float64 1e300 state would be inf in float32).
+        dtypes = {f"state:{s.input}": spec.state_dtypes[s.input] for s in spec.states}
+        dtypes.update(idle=np.dtype(np.float64), steps=np.dtype(np.int64))
+        other = [f"{k} {v.dtype}" for k, v in arrays.items() if v.dtype != dtypes[k]]
+        if other:
+            wanted = ", ".join(f"{k} {v}" for k, v in dtypes.items())
+            raise SnapshotError(f"{what} stores {', '.join(other)}; a pool file holds {wanted}")
         with np.errstate(all="ignore"):  # crafted arrays: the checks answer, not warnings
-            not_finite = [name for name, a in arrays.items() if not np.isfinite(a).all()]
-            negative = bool((arrays["steps"] < 0).any() or (arrays["idle"] < 0).any())
-        if not_finite or negative:
+            not_finite = [
+                name
+                for name, a in arrays.items()
+                if a.dtype.kind == "f" and not np.isfinite(a).all()
+            ]
+            bad_steps = bool(((arrays["steps"] < 0) | (arrays["steps"] > MAX_STEPS)).any())
+            negative_idle = bool((arrays["idle"] < 0).any())
+        if not_finite or bad_steps or negative_idle:
             raise SnapshotError(
-                f"{what} holds bad values: non-finite {not_finite}, or negative steps or idle times"
+                f"{what} holds bad values: non-finite {not_finite}, step counts outside "
+                f"[0, {MAX_STEPS}] ({bad_steps}), or negative idle times ({negative_idle})"
             )
         pool = cls(
             model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device

@@ -21,8 +21,9 @@ import numpy as np
 from . import snapshot as _snapshot
 from .batched import BatchedGraph, SequenceGraph, StepGraph, check_graph_choice
 from .binding import StepBinding
-from .checks import as_array, as_samples
+from .checks import MAX_STEPS, as_array, as_samples, check_step_count
 from .errors import ModelError, SnapshotError
+from .files import NotARegularFile, read_regular
 from .onnx_file import fingerprint_model_bytes
 from .session import SessionOptions, check_placement, create_session
 from .spec import POOL_METADATA_KEY, STEP_METADATA_KEY, ModelIO, ModelSpec, read_spec
@@ -51,16 +52,17 @@ def load(
     This project's models describe themselves in their metadata; for any other stateful
     model pass ``io`` to say which tensors carry data and state.
 
-    Raises ``ModelError`` for a file that is not a model this runtime can run,
-    ``FileNotFoundError`` for a missing one.
+    Raises ``ModelError`` for a file that is not a model this runtime can run (a
+    directory, a pipe or a device among them), ``FileNotFoundError`` for a missing one.
     """
     options = SessionOptions(provider=provider, threads=threads, spinning=spinning)
     if io is not None and not isinstance(io, ModelIO):
         raise TypeError(f"io must be a stream_gru.ModelIO, got {type(io).__name__}")
     path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, expected an .onnx model file")
-    data = path.read_bytes()
+    try:
+        data = read_regular(path)
+    except NotARegularFile as e:
+        raise ModelError(f"{path} is {e.kind}, expected an .onnx model file") from None
     return load_bytes(data, source=str(path), options=options, io=io, path=path)
 
 
@@ -391,9 +393,10 @@ class StreamingModel:
             state = self._check_state(arrays)
         except (TypeError, ValueError) as e:
             raise SnapshotError(f"snapshot does not fit this model's state: {e}") from None
-        steps = extra.get("steps", 0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise SnapshotError(f"snapshot has a bad step count {steps!r}")
+        try:
+            steps = check_step_count(extra.get("steps", 0))
+        except ValueError as e:
+            raise SnapshotError(f"snapshot has a bad step count: {e}") from None
         return state, steps
 
 
@@ -449,6 +452,8 @@ class Stream:
     def step(self, x: Any) -> np.ndarray:
         """Run one sample ``x`` of shape (input_size,); returns this step's output."""
         with self._lock:
+            if self._steps >= MAX_STEPS:
+                self._refuse_steps(1)
             if (
                 type(x) is np.ndarray
                 and x.dtype == _FLOAT32
@@ -476,6 +481,8 @@ class Stream:
             xs, m.spec.sample_shape, what="X", leading=("step",), feature_names=m.spec.feature_names
         )
         n = samples.shape[0]
+        if self._steps + n > MAX_STEPS:
+            self._refuse_steps(n)
         if m._time_axis is None:
             with self._lock:
                 states, ys = self._states, []
@@ -494,6 +501,12 @@ class Stream:
             self._states = new
             self._steps += n
         return m._from_model_output(y, with_time=True)
+
+    def _refuse_steps(self, n: int) -> None:
+        raise ValueError(
+            f"this stream has run {self._steps:,} steps; {n:,} more would pass {MAX_STEPS:,}, "
+            f"the most a step count holds"
+        )
 
     def reset(self) -> None:
         """Back to the initial state, as a fresh stream."""

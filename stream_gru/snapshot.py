@@ -65,9 +65,10 @@ def encode(
 
 
 def decode(
-    blob: Any, kind: bytes, fingerprint: str, *, what: str = "snapshot"
+    blob: Any, kind: bytes, fingerprint: str, *, what: str = "snapshot", quote: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Check and parse a blob made by ``encode``; returns (arrays, extra)."""
+    """Check and parse a blob made by ``encode``; returns (arrays, extra). ``quote``:
+    whether a message about the wrong kind of file may quote its first bytes."""
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, got {type(blob).__name__}")
     data = bytes(blob)
@@ -79,13 +80,20 @@ def decode(
     magic, got_kind, version, header_len = _PREFIX.unpack_from(data)
     expected = _EXPECTED.get(kind, f"a stream-gru {kind!r} record")
     if magic != MAGIC:
-        raise SnapshotError(f"{what} is not {expected}: it looks like {looks_like(data)}")
+        raise SnapshotError(
+            f"{what} is not {expected}: it looks like {looks_like(data, quote=quote)}"
+        )
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise SnapshotError(f"{what} is corrupt or truncated: its sha256 checksum does not match")
+    if _PREFIX.size + header_len > len(body):
+        raise SnapshotError(
+            f"{what} has a header of {header_len:,} bytes in a body of {len(body):,}: malformed"
+        )
     if got_kind != kind:
         raise SnapshotError(
-            f"{what} is {looks_like(data)}, expected {expected}{_HINTS.get(got_kind, '')}"
+            f"{what} is {looks_like(data, quote=quote)}, expected {expected}"
+            f"{_HINTS.get(got_kind, '')}"
         )
     if version != FORMAT_VERSION:
         raise SnapshotError(

@@ -22,9 +22,11 @@ _MAGICS = (
 )
 
 
-def looks_like(data: bytes) -> str:
+def looks_like(data: bytes, *, quote: bool = True) -> str:
     """A noun phrase for what ``data`` (a file's bytes) seems to be, e.g.
-    ``"a PyTorch checkpoint (a .pt zip archive)"`` or ``"text: 'time,machine_id,...'"``."""
+    ``"a PyTorch checkpoint (a .pt zip archive)"`` or ``"text: 'time,machine_id,...'"``.
+    ``quote=False`` never repeats the file's contents (for files a caller did not choose:
+    the names in a manifest, say)."""
     if not data:
         return "an empty file"
     head = bytes(data[:64])
@@ -35,6 +37,8 @@ def looks_like(data: bytes) -> str:
         if kind == b"STRM":
             return "a stream-gru stream snapshot (Stream.snapshot)"
         return "a stream-gru file of an unknown kind"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text"
     if head.startswith(b"PK\x03\x04"):
         return _zip_kind(data)
     for magic, what in _MAGICS:
@@ -45,12 +49,16 @@ def looks_like(data: bytes) -> str:
     if _looks_like_onnx(head):
         return "an ONNX model"
     text = _text(bytes(data[:4096]))
+    if text is not None and not quote:
+        return "text"
     if text is not None:
         first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
         if first.lstrip().startswith(("{", "[")):
             return f"JSON text: {first.strip()!r:.70}"
         return f"text: {first.strip()!r:.70}"
-    return f"binary data starting {head[:8]!r}"
+    if _legacy_text(bytes(data[:4096])):
+        return "text that is not UTF-8 (Latin-1 or Windows-1252?)"
+    return f"binary data starting {head[:8]!r}" if quote else "binary data"
 
 
 def _zip_kind(data: bytes) -> str:
@@ -69,6 +77,14 @@ def _looks_like_onnx(head: bytes) -> bool:
     """A ModelProto starts with its ir_version (field 1, varint: byte 0x08), usually
     followed by opset imports or the producer's name."""
     return len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A, 0x3A)
+
+
+def _legacy_text(data: bytes) -> bool:
+    """Mostly printable ASCII with a few high bytes: text in an 8-bit encoding."""
+    if b"\x00" in data or not data:
+        return False
+    ascii_text = sum(32 <= b < 127 or b in (9, 10, 13) for b in data)
+    return ascii_text >= 0.9 * len(data)
 
 
 def _text(data: bytes) -> str | None:

@@ -245,6 +245,10 @@ def _metadata(meta_map: Mapping[str, str], source: str) -> dict[str, Any] | None
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON: {e}") from None
+    except RecursionError:  # nested past Python's recursion limit: crafted
+        raise ModelError(
+            f"{source}: metadata '{METADATA_KEY}' is nested too deeply to be this project's"
+        ) from None
     if not isinstance(meta, dict):
         raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not a JSON object")
     version = meta.get("format_version")

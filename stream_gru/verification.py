@@ -277,7 +277,7 @@ def _metadata_check(model: StreamingModel, net: GRUModel) -> CheckResult:
         have = np.asarray(spec.normalization.get(k, ()), np.float64)
         if have.shape != np.shape(v):
             bad.append(f"normalization {k}: model {have.size} values, checkpoint {len(v)}")
-        elif not np.allclose(have, v, rtol=1e-6, atol=0):
+        elif not np.array_equal(have, v):  # export copies it: the same numbers exactly
             bad.append(f"normalization {k} differs")
     return CheckResult("metadata matches checkpoint", not bad, detail="; ".join(bad))
 
@@ -306,8 +306,7 @@ def verify(
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if atol < 0 or rtol < 0:
-        raise ValueError(f"atol and rtol must be non-negative, got {atol}, {rtol}")
+    AgreementRule(atol, rtol)  # ValueError for a bad tolerance, before any work
     start = time.perf_counter()
     net = checkpoint if isinstance(checkpoint, GRUModel) else load_checkpoint(checkpoint)
     net = net.cpu().eval()

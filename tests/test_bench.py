@@ -46,7 +46,7 @@ def test_quick_bench_reports_every_contender(gru_model, tmp_path: Path, capsys) 
         for c in f["contenders"].values():
             for key in ("steps_per_s", "tick_ms_p50", "tick_ms_p99", "ceiling_fraction"):
                 assert _positive(c[key]), (f["streams"], key, c)
-    assert m["contenders_max_abs_diff"] < 1e-5  # they computed the same thing
+    assert m["contenders_excess"] <= 1  # they computed the same thing, by the agreement rule
     ceiling = m["ceiling"]
     assert _positive(ceiling["gemm_flops_per_s"]) and _positive(ceiling["steps_per_s"])
     h, i, o = gru_model.hidden_size, gru_model.input_size, gru_model.output_size

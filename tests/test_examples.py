@@ -63,6 +63,24 @@ def test_realtime_pipe(motions_model):
     assert "300 outputs from 3 watches" in r.stdout
 
 
+@pytest.mark.parametrize("script", ["quickstart.py", "realtime_pipe.py"])
+def test_a_model_that_does_not_fit_the_example_is_refused_with_what_it_needs(
+    script, fleet_model, lstm_model
+):
+    """The BasicMotions examples refuse another classifier (8 features, other classes)
+    and a regressor, saying what they need, instead of made-up answers or a traceback."""
+    for model, why in [
+        (fleet_model.onnx, "it takes 8 features (f0, f1"),
+        (lstm_model.onnx, "it is a regression model, not a classifier"),
+    ]:
+        r = _run(script, "--model", str(model))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "does not fit this example" in r.stderr and why in r.stderr
+        assert "accel_x, accel_y, accel_z, gyro_x, gyro_y, gyro_z" in r.stderr
+    r = _run(script, "--model", str(ROOT / "README.md"))
+    assert r.returncode == 1 and "needs a model made by stream-gru" in r.stderr
+
+
 def test_a_missing_model_says_what_to_do(tmp_path):
     r = _run("sensor_fleet.py", "--model", str(tmp_path / "none.onnx"))
     assert r.returncode != 0 and "run `make demo` first" in r.stderr

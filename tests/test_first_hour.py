@@ -91,6 +91,75 @@ def test_train_suggests_the_sequence_column_it_was_not_given(pump, capsys, tmp_p
     assert "ignored   timestamp (text), machine_id (text)\n" in out
 
 
+def test_an_interleaved_fleet_log_gets_the_hint_too(tmp_path):
+    """A log sorted by time (each machine takes its turn) is one recording without
+    --sequence-column: the machine column is named, whatever the layout."""
+    from stream_gru.data import load_training_data
+
+    rows = ["time,machine,vib,label"]
+    rows += [f"{t},M{m},{t * m % 7},{m % 2}" for t in range(30) for m in range(4)]
+    p = tmp_path / "log.csv"
+    p.write_text("\n".join(rows) + "\n")
+    (warning,) = load_training_data(p, target="label").reading.warnings
+    assert warning.startswith("column 'machine' has 4 distinct values, taking turns row by row")
+
+
+def test_missing_values_in_the_sequence_column(tmp_path):
+    from stream_gru.data import load_training_data
+
+    p = tmp_path / "s.csv"
+    p.write_text("run,a,y\nr1,1,0\nNA,2,1\nr2,3,0\n,4,1\nr2,5,1\n")
+    with pytest.raises(ValueError, match=r"sequence column 'run' has a missing value at line 3"):
+        load_training_data(p, target="y", sequence_column="run")
+    dropped = load_training_data(p, target="y", sequence_column="run", missing="drop")
+    assert {r.name: r.x[:, 0].tolist() for r in dropped.recordings} == {
+        "r1": [1],
+        "r2": [3, 5],
+    }  # "NA" is no recording's name
+    filled = load_training_data(p, target="y", sequence_column="run", missing="ffill")
+    assert {r.name: r.x[:, 0].tolist() for r in filled.recordings} == {
+        "r1": [1, 2],
+        "r2": [3, 4, 5],
+    }
+
+
+def test_a_dropped_row_is_not_bridged_by_a_horizon(tmp_path):
+    """With --missing drop and --horizon 1, a target is never taken from across a gap."""
+    from stream_gru.data import load_training_data
+
+    p = tmp_path / "h.csv"
+    p.write_text("a,y\n1,10\n2,20\n,30\n4,40\n5,50\n")
+    ds = load_training_data(p, target="y", horizon=1, missing="drop")
+    (r,) = ds.recordings
+    assert r.x[:, 0].tolist() == [1, 2, 4, 5]
+    assert r.mask.tolist() == [True, False, True, False]  # 2 -> 4 crosses the dropped row
+    assert r.y[r.mask][:, 0].tolist() == [20, 50]
+
+
+def test_a_csv_that_is_not_utf8_says_so(tmp_path):
+    from stream_gru.data import load_training_data
+
+    p = tmp_path / "excel.csv"
+    p.write_bytes("a,temp \u00b0C,y\n1,2,3\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"is not UTF-8 text \(byte 8 is b'\\xb0'\); save it"):
+        load_training_data(p, target="y")
+    p.write_bytes("a,temp \u00b0C,y\n1,2,3\n4,5,6\n".encode("utf-16"))  # Excel's Unicode text
+    assert load_training_data(p, target="y").num_valid_steps == 2
+
+
+def test_compare_two_models_takes_missing_values_too(pump, tmp_path, capsys):
+    data, _, model = pump
+    lines = data.read_text().splitlines()
+    lines[5] = ",".join(c if i != 2 else "" for i, c in enumerate(lines[5].split(",")))
+    holes = tmp_path / "holes.csv"
+    holes.write_text("\n".join(lines) + "\n")
+    assert main(["compare", str(model), str(model), "--data", str(holes), "--quiet"]) == 2
+    assert "--missing drop" in capsys.readouterr().err
+    code = main(["compare", str(model), str(model), "--data", str(holes), "--missing", "ffill",
+                 "--quiet"])  # fmt: skip
+    assert code == 0 and "320 steps" in capsys.readouterr().out
+
+
 def test_dropout_with_one_layer_is_refused(pump, tmp_path):
     code, _, err = _cli("train", pump[0], "--target", "status", "--dropout", "0.3",
                         "--out", tmp_path / "r")  # fmt: skip

@@ -61,5 +61,21 @@ def test_bad_calls():
     ring.remove(0)
     with pytest.raises(ValueError, match="the ring has no shards"):
         ring.owner(1)
-    with pytest.raises(ValueError, match="replicas must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"replicas must be in \[1, 4096\], got 0"):
         HashRing(replicas=0)
+    with pytest.raises(ValueError, match=r"replicas must be in \[1, 4096\], got 1000000"):
+        HashRing([0], replicas=1_000_000)
+
+
+def test_a_ring_is_built_at_once_and_owns_keys_as_one_built_shard_by_shard():
+    """add_many sorts once (O(n log n)); the owners are those of adding one by one."""
+    import time
+
+    one_by_one = HashRing(replicas=64)
+    for shard in range(40):
+        one_by_one.add(shard)
+    at_once = HashRing(range(40), replicas=64)
+    assert at_once._points == one_by_one._points and at_once._owners == one_by_one._owners
+    start = time.perf_counter()
+    big = HashRing(range(200), replicas=1000)  # 200,000 points: minutes when quadratic
+    assert len(big._points) == 200_000 and time.perf_counter() - start < 20

@@ -72,7 +72,7 @@ def test_install_hints_from_a_checkout_and_from_an_index(monkeypatch):
     pin = re.search(r"(?m)^TORCH\s*:=\s*(\S+)", (root / "Makefile").read_text()).group(1)
     assert install.checkout_root() == root
     hint = install.install_hint("train")
-    assert f"pip install {pin} '.[train]'" in hint and "make install" in hint
+    assert f"pip install {pin} '{root}[train]'" in hint and "make install" in hint
     assert "torch" not in install.install_hint("ray")
     monkeypatch.setattr(install, "checkout_root", lambda: None)
     assert install.install_hint("train") == "pip install 'stream-gru[train]'"
@@ -93,4 +93,4 @@ def test_load_without_onnxruntime_says_how_to_install(gru_model):
         timeout=120,
     )
     assert result.returncode != 0
-    assert "needs onnxruntime" in result.stderr and "'.[cpu]'" in result.stderr
+    assert "needs onnxruntime" in result.stderr and "[cpu]'" in result.stderr

@@ -120,9 +120,9 @@ def test_read_arrivals_groups_what_is_available(tmp_path):
     os.write(w, b"a,1\nb,2\nc,")
     with os.fdopen(r, "r") as reader:
         arrivals = read_arrivals(reader)
-        assert next(arrivals) == ["a,1", "b,2"]  # the partial third line waits
+        assert next(arrivals) == [b"a,1", b"b,2"]  # the partial third line waits
         os.write(w, b"3\n")
-        assert next(arrivals) == ["c,3"]
+        assert next(arrivals) == [b"c,3"]
         os.close(w)
         assert list(arrivals) == []
 
@@ -135,8 +135,8 @@ def test_overflow_and_undecodable_bytes_are_bad_lines(gru_model, tmp_path):
     with open(path, encoding="utf-8") as f:
         stats = serve_lines(model, f, out, err, pool=model.pool(graph="sequence"))
     assert err.getvalue().splitlines() == [
-        "line 2: feature 'ax' (column 2) is 1e39, which overflows float32",
-        "line 3: feature 'ax' (column 2) is not a number: '\ufffd\ufffd'",
+        "line 2: feature 'ax' (column 2) is 1e39, which overflows float32 (largest 3.4028235e38)",
+        "line 3: feature 'ax' (column 2) is not a number: '\\xff\\xfe'",
     ]
     assert [line.split(",")[0] for line in out.getvalue().splitlines()] == ["a", "a"]
     assert stats.rejected == 2 and stats.streams == 1

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import stream_gru as sg
+from stream_gru.agreement import assert_agree
 
 try:
     _DIST = importlib.metadata.distribution("silero-vad")
@@ -142,7 +143,7 @@ def test_a_stream_equals_onnxruntime_by_hand(vad, clip, clip_probs, record_prope
     diff = float(np.abs(stepped[:, 0] - clip_probs).max())
     record_property("stream_vs_hand_max_abs_diff", diff)
     print(f"Stream vs onnxruntime by hand, {len(clip)} chunks: max abs diff {diff:.3g}")
-    assert diff <= 1e-6
+    assert_agree(stepped[:, 0], clip_probs)
     np.testing.assert_array_equal(fed, stepped)
     assert stream.steps == len(clip)
 
@@ -160,10 +161,9 @@ def test_a_pool_equals_each_stream_by_hand(vad, by_hand, fleet, record_property)
     diff = 0.0
     for key, xs in fleet.items():
         expected = hand_run(by_hand, xs)[0]
-        diff = max(diff, float(np.abs(np.array(ticked[key]) - expected).max()))
+        diff = max(diff, assert_agree(np.array(ticked[key]), expected, what=key).max_abs)
     record_property("pool_vs_hand_max_abs_diff", diff)
     print(f"StreamPool of {len(fleet)} vs onnxruntime by hand: max abs diff {diff:.3g}")
-    assert diff <= 1e-6
     # The streams really differ (else the comparison above would prove less).
     a, b = np.array(ticked["mic-0"]), np.array(ticked["mic-2"])
     assert np.abs(a - b).max() > 0.5
@@ -194,7 +194,7 @@ def test_a_snapshot_continues_identically(vad, clip, clip_probs):
     rest_first = np.array([first.step(x)[0] for x in clip[half:]])
     rest_second = np.array([second.step(x)[0] for x in clip[half:]])
     np.testing.assert_array_equal(rest_second, rest_first)
-    np.testing.assert_allclose(rest_second, clip_probs[half:], rtol=0, atol=1e-6)
+    assert_agree(rest_second, clip_probs[half:])
 
 
 def test_a_saved_pool_continues_identically(vad, by_hand, fleet, tmp_path):
@@ -214,7 +214,7 @@ def test_a_saved_pool_continues_identically(vad, by_hand, fleet, tmp_path):
     for key in keys:  # and both equal the state carried by hand over the whole clip
         _, expected = hand_run(by_hand, fleet[key])
         state = vad.restore(loaded.snapshot(key)).state["state"]
-        np.testing.assert_allclose(state, expected[:, 0], rtol=0, atol=1e-6)
+        assert_agree(state, expected[:, 0], what=f"{key}'s state")
 
 
 def test_a_snapshot_is_refused_by_another_model(vad, clip):
