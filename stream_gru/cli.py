@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import GRUConfig, TrainOptions
-from .pipe import DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_STREAMS
+from .pipe import DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_STREAMS
 
 __all__ = [
     "HelpFormatter",
@@ -287,6 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_line_bytes=args.max_line_bytes,
         max_streams=args.max_streams or None,
         idle_timeout=args.idle_timeout,
+        max_key_bytes=args.max_key_bytes,
     )
     model = load(args.model, provider=args.provider, threads=args.threads)
     try:
@@ -624,9 +625,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-line-bytes",
-        type=positive_int,
+        type=lambda v: int(_number(v, int, lambda n: n >= 16, "an integer >= 16")),
         default=DEFAULT_MAX_LINE_BYTES,
         help="a longer line is skipped unread, with a message",
+    )
+    p.add_argument(
+        "--max-key-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_KEY_BYTES,
+        help="a longer key is refused, with a message (so --max-streams bounds memory)",
     )
     p.add_argument(
         "--max-streams",

@@ -51,7 +51,7 @@ from .keys import (
     key_list,
     key_token,
 )
-from .pool import StreamPool, check_batch, check_samples
+from .pool import StreamPool, check_batch, check_idle_seconds, check_samples
 from .runtime import StreamingModel, load_bytes
 from .session import SessionOptions
 from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
@@ -330,8 +330,7 @@ class ShardedPool:
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
         """Close the streams idle for at least ``idle_seconds`` on every shard; return
         their snapshots. Idle time is measured by each shard's clock."""
-        if not idle_seconds >= 0:
-            raise ValueError(f"idle_seconds must be a non-negative number, got {idle_seconds!r}")
+        idle_seconds = check_idle_seconds(idle_seconds)
         # Logged as the closes they turn out to be, so a replay does not depend on time.
         gone = self._run(
             {sid: ("expire", float(idle_seconds)) for sid in self._shards},
@@ -482,14 +481,17 @@ class ShardedPool:
             except (FileNotFoundError, NotARegularFile) as e:
                 raise SnapshotError(f"sharded pool file {path} is missing or unreadable: "
                                     f"{type(e).__name__}") from None  # fmt: skip
-        ring = HashRing(files, replicas=replicas)
-        owners = {}
-        for sid, path in files.items():
+        keys = {}
+        for sid, path in files.items():  # every file checked before the ring is built
             what = f"sharded pool file {str(path)!r}"
             pool_file = StreamPool.from_bytes(
                 model, blobs[sid], graph="sequence", what=what, quote=False
             )
-            for key in pool_file:
+            keys[sid] = pool_file.keys()
+        ring = HashRing(files, replicas=replicas)
+        owners = {}
+        for sid, path in files.items():
+            for key in keys[sid]:
                 h = hash64(key_token(key))
                 if ring.owner(h) != sid:
                     raise SnapshotError(f"stream {key!r} is in {path}, not its shard's file")
@@ -647,6 +649,7 @@ _REMOTE: Any = None
 
 _MANIFEST_MAX_BYTES = 1 << 20
 _MAX_SHARDS = 1024
+_MAX_RING_POINTS = 1 << 18  # a ring of this many points builds in well under a second
 _SHARD_FILE = re.compile(r"shard-[0-9]{1,9}\.[0-9a-f]{1,32}\.pool\Z")
 
 
@@ -684,6 +687,9 @@ def _read_manifest(directory: Path) -> tuple[dict[int, Path], int, str]:
                             f"got {replicas!r:.20}")  # fmt: skip
     if not isinstance(entries, list) or not 1 <= len(entries) <= _MAX_SHARDS:
         raise SnapshotError(f"{path}: the shard list must hold 1 to {_MAX_SHARDS} entries")
+    if replicas * len(entries) > _MAX_RING_POINTS:
+        raise SnapshotError(f"{path}: {len(entries)} shards x {replicas} replicas is over "
+                            f"{_MAX_RING_POINTS:,} points on the ring")  # fmt: skip
     files: dict[int, Path] = {}
     for entry in entries:
         sid = entry.get("id") if isinstance(entry, dict) else None

@@ -51,16 +51,18 @@ class HashRing:
     def add_many(self, shards: Iterable[int]) -> None:
         """Add shards in order, in one sort: O(n log n) for n points. Where points tie,
         a later shard's comes first (as inserting each before its equals would)."""
-        new: list[tuple[int, int]] = []
-        for shard in shards:
-            if shard in self._shards:
-                raise ValueError(f"shard {shard} is already on the ring")
-            self._shards.add(shard)
-            points = [(hash64(f"shard {shard} replica {r}".encode()), shard)
-                      for r in range(self.replicas)]  # fmt: skip
-            new = points + new  # later shards first: the sort below is stable
+        shards = list(shards)
+        twice = [s for s in shards if s in self._shards or shards.count(s) > 1]
+        if twice:
+            raise ValueError(f"shard {twice[0]} is already on the ring")
+        batches = [
+            [(hash64(f"shard {shard} replica {r}".encode()), shard) for r in range(self.replicas)]
+            for shard in shards
+        ]
+        new = [point for batch in reversed(batches) for point in batch]  # later shards first
         if not new:
             return
+        self._shards.update(shards)
         merged = sorted([*new, *zip(self._points, self._owners, strict=True)],
                         key=lambda p: p[0])  # fmt: skip
         self._points = [p for p, _ in merged]

@@ -46,6 +46,7 @@ from .runtime import StreamingModel
 from .spec import ModelSpec
 
 __all__ = [
+    "DEFAULT_MAX_KEY_BYTES",
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_MAX_STREAMS",
     "HeaderMode",
@@ -63,6 +64,8 @@ __all__ = [
 HeaderMode = Literal["auto", "yes", "no"]
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 DEFAULT_MAX_STREAMS = 1_000_000
+DEFAULT_MAX_KEY_BYTES = 1024
+_NOT_DELIMITERS = frozenset('0123456789.+-eE "\r\n')
 _READ_SIZE = 1 << 16
 _DELIMITERS = (",", ";", "\t", "|")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
@@ -94,7 +97,8 @@ class PipeOptions:
     longer line is skipped with a message. ``max_streams``: the most streams open at
     once; a new key beyond it is refused with a message (None: no limit).
     ``idle_timeout``: seconds after which an idle stream is closed and its state
-    dropped (None: never).
+    dropped (None: never). ``max_key_bytes``: a longer key is refused, so that
+    ``max_streams`` bounds memory.
     """
 
     header: HeaderMode = "auto"
@@ -105,6 +109,7 @@ class PipeOptions:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     max_streams: int | None = DEFAULT_MAX_STREAMS
     idle_timeout: float | None = None
+    max_key_bytes: int = DEFAULT_MAX_KEY_BYTES
 
     def __post_init__(self) -> None:
         if self.columns is not None:
@@ -114,9 +119,23 @@ class PipeOptions:
         if self.header == "no" and (self.key_column is not None or self.columns is not None):
             raise PipeError("--key-column and --columns name columns of a header: not with "
                             "--header no")  # fmt: skip
-        if self.delimiter is not None and (len(self.delimiter) != 1 or self.delimiter in '"\r\n'):
-            raise PipeError(f"the delimiter must be one character, not a quote, got "
-                            f"{self.delimiter!r}")  # fmt: skip
+        if self.delimiter is not None and (
+            len(self.delimiter) != 1 or self.delimiter in _NOT_DELIMITERS
+            or (not self.delimiter.isprintable() and self.delimiter != "\t")
+        ):  # fmt: skip
+            raise PipeError(
+                f"the delimiter must be one character that no number or quoted field holds "
+                f"(not a digit, '.', '+', '-', 'e', 'E', a space or a quote), got "
+                f"{self.delimiter!r}"
+            )
+        if self.columns is not None:
+            twice = sorted({c for c in self.columns if self.columns.count(c) > 1})
+            if twice:
+                raise PipeError(f"--columns names {twice} more than once")
+            if self.key_column is not None and self.key_column in self.columns:
+                raise PipeError(f"the key column {self.key_column!r} is also a feature column")
+        if not (isinstance(self.max_key_bytes, int) and self.max_key_bytes >= 1):
+            raise PipeError(f"max_key_bytes must be an int >= 1, got {self.max_key_bytes!r}")
         if not (isinstance(self.max_line_bytes, int) and self.max_line_bytes >= 16):
             raise PipeError(f"max_line_bytes must be an int >= 16, got {self.max_line_bytes!r}")
         if self.max_streams is not None and not (
@@ -179,6 +198,8 @@ class LineLayout:
                 f"takes as features; its columns: {', '.join(header)}"
             )
         key_column = options.key_column
+        if key_column is not None and key_column in names:
+            raise PipeError(f"the key column {key_column!r} is also a feature the model takes")
         if key_column is None:
             recorded = spec.sequence_column
             if recorded is not None and recorded in header:
@@ -261,7 +282,7 @@ def parse_number(field: str) -> float:
     value = float(text)
     with np.errstate(over="ignore"):
         if not math.isfinite(float(np.float32(value))):
-            raise ValueError(f"is {text}, which overflows float32 (largest 3.4028235e38)")
+            raise ValueError(f"is {_shown(text)}, which overflows float32 (largest 3.4028235e38)")
     return value
 
 
@@ -430,22 +451,31 @@ class _Server:
         spec = self.model.spec
         n = spec.input_size
         fields = split_fields(text, layout.delimiter)
+        cr = " (a carriage return inside the line: lines end with \\n, not \\r alone)"
         if layout.width is None:
             if len(fields) - 1 != n:
                 raise ValueError(
                     f"expected a key and {n} features, got {len(fields) - 1} feature fields"
+                    + (cr if "\r" in text else "")
                 )
             columns: Sequence[int] = range(1, n + 1)
         else:
             if len(fields) != layout.width:
                 raise ValueError(
                     f"expected {layout.width} fields as the header has, got {len(fields)}"
+                    + (cr if "\r" in text else "")
                 )
             assert layout.features is not None
             columns = layout.features
         key = fields[layout.key]
         if not key:
             raise ValueError(f"the key (column {layout.key + 1}) is empty")
+        size = len(key.encode("utf-8", "surrogateescape"))
+        if size > self.options.max_key_bytes:
+            raise ValueError(
+                f"the key {_shown(key)} (column {layout.key + 1}) has {size:,} bytes, over "
+                f"--max-key-bytes {self.options.max_key_bytes:,}"
+            )
         control = _CONTROL.search(key)
         if control:
             raise ValueError(

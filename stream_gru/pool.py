@@ -111,6 +111,21 @@ def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int
     return [int(i) for i in np.flatnonzero(~finite)]
 
 
+def check_idle_seconds(idle_seconds: Any) -> float:
+    """``idle_seconds`` as a float: a real number >= 0 (inf: none is that idle), or
+    ``TypeError``/``ValueError`` naming it."""
+    if isinstance(idle_seconds, (bool, np.bool_)) or not isinstance(
+        idle_seconds, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"idle_seconds must be a number of seconds, got {type(idle_seconds).__name__} "
+            f"{idle_seconds!r:.40}"
+        )
+    if not idle_seconds >= 0:
+        raise ValueError(f"idle_seconds must be a non-negative number, got {idle_seconds!r}")
+    return float(idle_seconds)
+
+
 def _row_count(xs: Any) -> int:
     """How many samples ``X`` holds (its first dimension, or its length where it is
     ragged; 0 where neither tells)."""
@@ -343,7 +358,7 @@ class StreamPool:
             samples = canonical_samples(samples)
         except TypeError:
             with self._lock:
-                self._rejected += len(samples)
+                self._rejected += len(samples) if isinstance(samples, Mapping) else 0
             raise
         keys, xs, rejected = self._check_samples(samples)
         with self._lock:
@@ -529,8 +544,7 @@ class StreamPool:
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
         """Close the streams idle for at least ``idle_seconds``; return their final
         snapshots ``{key: bytes}``, so the application can persist or drop them."""
-        if not idle_seconds >= 0:
-            raise ValueError(f"idle_seconds must be a non-negative number, got {idle_seconds!r}")
+        check_idle_seconds(idle_seconds)
         with self._lock:
             now = self._clock()
             stale = [

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import snapshot as _snapshot
+from .agreement import DEFAULT_RULE
 from .batched import BatchedGraph, SequenceGraph, StepGraph, check_graph_choice
 from .binding import StepBinding
 from .checks import MAX_STEPS, as_array, as_samples, check_step_count
@@ -91,6 +92,15 @@ def load_bytes(
         source=source,
     )
     return StreamingModel(path or Path(source), session, spec, in_use, options)
+
+
+def _pooled_run(
+    session: Any, x: np.ndarray, states: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The pooled one-step graph on ``len(x)`` streams in slots 0..n-1."""
+    ((name, value),) = states.items()
+    y, out = session.run(None, {"states": value, "slots": np.arange(len(x)), "x": x})
+    return y, {name: out}
 
 
 def _normalized_axes(io: ModelIO, rank: int) -> tuple[int | None, int | None]:
@@ -264,6 +274,7 @@ class StreamingModel:
                         "x": np.zeros((1, *self.spec.sample_shape), np.float32),
                     }
                     self._first_run(session, source, lambda: session.run(None, feeds))
+                    self._check_embedded(source, lambda x, st: _pooled_run(session, x, st))
                 self._pool_cache = (session,)
             return self._pool_cache[0]
 
@@ -298,7 +309,36 @@ class StreamingModel:
         zeros = {k: np.zeros((1, *v.shape), v.dtype) for k, v in self.initial_state().items()}
         x = np.zeros((1, *self.spec.sample_shape), np.float32)
         self._first_run(session, source, lambda: step.run(x, zeros))
+        self._check_embedded(source, step.run)
         return step
+
+    def _check_embedded(self, source: str, run: Callable[..., Any]) -> None:
+        """``ModelError`` unless an embedded graph computes what the model's own graph
+        computes: a few chained steps of a few streams from samples at the data's scale,
+        by the agreement rule. The file's fingerprint covers the main graph's weights
+        only, so this is what ties the embedded graphs to them (a file whose embedded
+        graphs were edited, sha256 and all, is refused here)."""
+        rng = np.random.default_rng(0)
+        norm = self.spec.normalization
+        shape = self.spec.sample_shape
+        mean = np.asarray(norm.get("feature_mean") or np.zeros(shape), np.float32).reshape(shape)
+        std = np.asarray(norm.get("feature_std") or np.ones(shape), np.float32).reshape(shape)
+        n = 4
+        ours = {k: np.zeros((n, *v.shape), v.dtype) for k, v in self.initial_state().items()}
+        theirs = dict(ours)
+        sequence = SequenceGraph(self)
+        for t in range(3):
+            x = (mean + std * rng.standard_normal((n, *shape))).astype(np.float32)
+            y_ours, ours = sequence.run(x, ours)
+            y_theirs, theirs = run(x, theirs)
+            agree = DEFAULT_RULE.holds(y_theirs, y_ours) and all(
+                DEFAULT_RULE.holds(theirs[k], ours[k]) for k in ours
+            )
+            if not agree:
+                raise ModelError(
+                    f"{source} does not compute what the model's own graph computes (step "
+                    f"{t} of a check on {n} streams): the file was changed after export"
+                )
 
     def initial_state(self) -> dict[str, np.ndarray]:
         """The initial state of a stream, without the batch axis."""

@@ -53,6 +53,17 @@ class StatePair:
     output: str
     batch_axis: int | None = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.input, str) or not isinstance(self.output, str):
+            raise TypeError(f"StatePair input/output must be str, got {self.input!r}, "
+                            f"{self.output!r}")  # fmt: skip
+        _check_axis_type(self.batch_axis, "StatePair.batch_axis")
+
+
+def _check_axis_type(axis: Any, what: str) -> None:
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+        raise TypeError(f"{what} must be an int or None, got {type(axis).__name__} {axis!r:.20}")
+
 
 @dataclass(frozen=True)
 class ModelIO:
@@ -81,6 +92,19 @@ class ModelIO:
         for s in states:
             if not isinstance(s, StatePair):
                 raise TypeError(f"ModelIO.states must hold StatePair objects, got {s!r}")
+        _check_axis_type(self.batch_axis, "ModelIO.batch_axis")
+        _check_axis_type(self.time_axis, "ModelIO.time_axis")
+        names = [self.input, *(s.input for s in states)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        outputs = [self.output, *(s.output for s in states)]
+        twice += sorted({n for n in outputs if outputs.count(n) > 1})
+        if twice:
+            raise ValueError(f"ModelIO names {twice} more than once (data and state tensors "
+                             f"are distinct)")  # fmt: skip
+        taken = [k for k in dict(self.constants) if k in names]
+        if taken:
+            raise ValueError(f"ModelIO.constants names {taken}, which carry the data or a "
+                             f"state: a constant would replace them")  # fmt: skip
         if self.batch_axis is not None and self.batch_axis == self.time_axis:
             raise ValueError(f"batch_axis and time_axis are both {self.batch_axis}")
         if self.input_size is not None and (
@@ -316,6 +340,11 @@ def read_spec(
         _check_axis(io.time_axis, rank, f"time_axis of {what} '{info.name}'", source)
     sample_dims = _without_axes(x_info.shape, (io.batch_axis, io.time_axis))
     declared = meta.get("input_size") if meta else io.input_size
+    if meta:
+        try:
+            declared = _count(declared, "input_size")
+        except ValueError as e:
+            raise ModelError(f"{source}: metadata has a bad field: {e}") from None
     if declared is not None and len(sample_dims) >= 1:
         last = sample_dims[-1]
         if isinstance(last, int) and last != declared:
@@ -392,6 +421,53 @@ def read_spec(
     )
 
 
+def _count(value: Any, name: str, least: int = 1) -> int:
+    """A metadata size: an int (not a bool, not a string of one) of at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r:.40}")
+    return value
+
+
+def _one_of(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}")
+    return str(value)
+
+
+def _normalization(value: Any) -> Mapping[str, tuple[float, ...]]:
+    """``{name: finite numbers}`` (lengths are checked against the sizes later)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"normalization must be an object, got {value!r:.40}")
+    out = {}
+    for key, numbers in value.items():
+        if not isinstance(numbers, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            for v in numbers
+        ):
+            raise ValueError(f"normalization {key!r} must be a list of finite numbers")
+        out[str(key)] = tuple(float(v) for v in numbers)
+    return MappingProxyType(out)
+
+
+def _names(value: Any, name: str) -> tuple[str, ...]:
+    """A list of distinct strings without control characters (a string itself is not a
+    list of names)."""
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ValueError(f"{name} must be a list of strings, got {value!r:.60}")
+    if any(c < " " or c == "\x7f" for n in value for c in n):
+        raise ValueError(f"{name} holds a control character: {value!r:.60}")
+    twice = sorted({n for n in value if value.count(n) > 1})
+    if twice:
+        raise ValueError(f"{name} names {twice} more than once")
+    return tuple(value)
+
+
+def _optional_mapping(value: Any, name: str) -> Mapping[str, Any] | None:
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, got {value!r:.40}")
+    return value
+
+
 def _optional_str(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -410,33 +486,40 @@ def _own_spec(
 ) -> ModelSpec:
     try:
         spec = ModelSpec(
-            input_size=int(meta["input_size"]),
-            output_size=int(meta["output_size"]),
-            hidden_size=int(meta["hidden_size"]),
-            num_layers=int(meta["num_layers"]),
-            cell=str(meta["cell"]),
-            task=str(meta["task"]),
-            feature_names=tuple(str(n) for n in meta["feature_names"]),
-            output_names=tuple(str(n) for n in meta["output_names"]),
+            input_size=_count(meta["input_size"], "input_size"),
+            output_size=_count(meta["output_size"], "output_size"),
+            hidden_size=_count(meta["hidden_size"], "hidden_size"),
+            num_layers=_count(meta["num_layers"], "num_layers"),
+            cell=_one_of(meta["cell"], "cell", ("gru", "lstm")),
+            task=_one_of(meta["task"], "task", ("regression", "classification")),
+            feature_names=_names(meta["feature_names"], "feature_names"),
+            output_names=_names(meta["output_names"], "output_names"),
             io=io,
             sample_shape=sample_shape,
             state_shapes=MappingProxyType(state_shapes),
             state_dtypes=MappingProxyType(state_dtypes),
             fingerprint=fingerprint,
-            normalization=MappingProxyType(
-                {k: tuple(float(v) for v in vs) for k, vs in meta.get("normalization", {}).items()}
-            ),
-            target=meta.get("target"),
-            horizon=int(meta.get("horizon", 0)),
+            normalization=_normalization(meta.get("normalization", {})),
+            target=_optional_str(meta.get("target")),
+            horizon=_count(meta.get("horizon", 0), "horizon", least=0),
             training=MappingProxyType(dict(meta.get("training", {}))),
             format_version=int(meta["format_version"]),
-            step_graph=meta.get("step_graph"),
-            pool_graph=meta.get("pool_graph"),
+            step_graph=_optional_mapping(meta.get("step_graph"), "step_graph"),
+            pool_graph=_optional_mapping(meta.get("pool_graph"), "pool_graph"),
             sequence_column=_optional_str(meta.get("sequence_column")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None
     problems = []
+    sizes = {"feature_mean": spec.input_size, "feature_std": spec.input_size}
+    if spec.task == "regression" and spec.output_size is not None:
+        sizes.update(target_mean=spec.output_size, target_std=spec.output_size)
+    for key, size in sizes.items():
+        got = len(spec.normalization.get(key, ()))
+        if got not in (0, size):
+            problems.append(f"normalization {key} has {got} values for {size}")
+    if spec.sequence_column is not None and spec.sequence_column in spec.feature_names:
+        problems.append(f"the sequence column {spec.sequence_column!r} is also a feature")
     if len(spec.feature_names) != spec.input_size:
         problems.append(f"{len(spec.feature_names)} feature_names for input_size {spec.input_size}")
     if len(spec.output_names) != spec.output_size:

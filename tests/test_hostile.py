@@ -133,7 +133,7 @@ def test_numbers_in_the_grammar(field, value):
         ("1,5", "(a decimal comma? numbers need a decimal point)"),
         ("nan", "is nan, expected a finite number"),
         ("-Infinity", "is -Infinity, expected a finite number"),
-        ("3.5e38", "is 3.5e38, which overflows float32 (largest 3.4028235e38)"),
+        ("3.5e38", "is '3.5e38', which overflows float32 (largest 3.4028235e38)"),
         ("0x10", "is not a number: '0x10'"),
         ("1e", "is not a number: '1e'"),
         ("--1", "is not a number: '--1'"),
@@ -404,3 +404,139 @@ def test_json_manifest_helpers_are_not_needed_for_pool_files(model, tmp_path):
     path.write_text(json.dumps({"format": 1, "shards": [{"id": 0, "file": "shard-0.pool"}]}))
     with pytest.raises(sg.SnapshotError, match="it looks like JSON text"):
         model.load_pool(path)
+
+
+# -- relatives found by a second attack -----------------------------------------------------
+def _edited_model(gru_model, tmp_path, edit):
+    """A copy of the model with its metadata document edited by ``edit(meta)``."""
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(gru_model.onnx))
+    entry = next(p for p in proto.metadata_props if p.key == "stream_gru")
+    meta = json.loads(entry.value)
+    edit(meta)
+    entry.value = json.dumps(meta)
+    path = tmp_path / "edited.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_embedded_graphs_edited_with_their_sha256_are_refused(gru_model, tmp_path):
+    """The fingerprint covers the main graph's weights; the embedded one-step graphs are
+    checked against the main graph when a pool first needs them."""
+    onnx = pytest.importorskip("onnx")
+    import base64
+    import hashlib
+
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(gru_model.onnx))
+    meta_entry = next(p for p in proto.metadata_props if p.key == "stream_gru")
+    meta = json.loads(meta_entry.value)
+    for key, field in (("stream_gru.step", "step_graph"), ("stream_gru.pool", "pool_graph")):
+        entry = next(p for p in proto.metadata_props if p.key == key)
+        graph = onnx.load_from_string(base64.b64decode(entry.value))
+        for init in graph.graph.initializer:
+            if init.name.startswith("w_h"):
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * -3, init.name))
+        data = graph.SerializeToString()
+        entry.value = base64.b64encode(data).decode()
+        meta[field]["sha256"] = hashlib.sha256(data).hexdigest()
+    meta_entry.value = json.dumps(meta)
+    path = tmp_path / "evil.onnx"
+    onnx.save(proto, str(path))
+    model = sg.load(path)  # the main graph is honest: streams run
+    assert model.spec.fingerprint == sg.load(gru_model.onnx).spec.fingerprint
+    model.stream().step([1, 2, 3])
+    for options in ({"graph": "step"}, {"state_on_device": True}):
+        with pytest.raises(sg.ModelError, match="does not compute what the model's own graph"):
+            model.pool(**options)
+    assert model.pool(graph="sequence").graph == "sequence"
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("input_size", "3", "input_size must be an int >= 1, got '3'"),
+        ("hidden_size", -8, "hidden_size must be an int >= 1, got -8"),
+        ("horizon", 2.7, "horizon must be an int >= 0, got 2.7"),
+        ("task", "banana", "task must be one of"),
+        ("cell", ["gru"], "cell must be one of"),
+        ("feature_names", "abc", "feature_names must be a list of strings"),
+        ("feature_names", ["ax", "ax", "az"], "feature_names names ['ax'] more than once"),
+        ("feature_names", ["a\n", "b", "c"], "feature_names holds a control character"),
+        ("step_graph", 5, "step_graph must be an object"),
+        ("sequence_column", "ax", "the sequence column 'ax' is also a feature"),
+        ("normalization", {"feature_mean": [1.0]}, "normalization feature_mean has 1 values for 3"),
+        ("normalization", {"feature_mean": ["x", 1, 2]}, "must be a list of finite numbers"),
+    ],
+)
+def test_metadata_fields_of_the_wrong_type_or_size_are_a_model_error(
+    gru_model, tmp_path, field, value, message
+):
+    path = _edited_model(gru_model, tmp_path, lambda meta: meta.update({field: value}))
+    with pytest.raises(sg.ModelError) as e:
+        sg.load(path)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("where", ["batch_axis", "time_axis", "state"])
+def test_axes_of_the_wrong_type_are_refused(gru_model, tmp_path, where):
+    def edit(meta):
+        if where == "state":
+            meta["io"]["states"][0]["batch_axis"] = "1"
+        else:
+            meta["io"][where] = 0.0
+
+    with pytest.raises(sg.ModelError, match="must be an int or None"):
+        sg.load(_edited_model(gru_model, tmp_path, edit))
+    with pytest.raises(TypeError, match=r"ModelIO\.batch_axis must be an int or None, got str"):
+        sg.ModelIO("x", "y", batch_axis="0")
+
+
+def test_model_io_refuses_constants_over_data_or_state_and_pairs_named_twice(gru_model):
+    pair = sg.StatePair("h0", "hn", 1)
+    for constants in ({"x": np.zeros((1, 1, 3), np.float32)}, {"h0": np.zeros((2, 1, 8))}):
+        with pytest.raises(ValueError, match="which carry the data or a state"):
+            sg.ModelIO("x", "y", 0, 1, states=(pair,), constants=constants)
+    with pytest.raises(ValueError, match=r"ModelIO names \['h0', 'hn'\] more than once"):
+        sg.ModelIO("x", "y", 0, 1, states=(pair, pair))
+
+
+def test_pipe_columns_and_key_and_delimiter_that_would_misread(model):
+    data = b"site,ax,ay,az\nP1,1,2,3\n"
+    with pytest.raises(PipeError, match=r"--columns names \['ax'\] more than once"):
+        _serve(model, data, columns=("ax", "ax", "ay"))
+    with pytest.raises(PipeError, match="the key column 'ax' is also a feature"):
+        _serve(model, data, key_column="ax")
+    for bad in (".", "-", "+", "e", "E", "7", " ", '"', "\x00"):
+        with pytest.raises(PipeError, match="the delimiter must be one character"):
+            _serve(model, data, delimiter=bad)
+
+
+def test_pipe_keys_numbers_and_line_ends_stay_bounded_and_named(model):
+    out, err, _, _ = _serve(model, b"k" * 2000 + b",1,2,3\nok,1,2,3\n")
+    assert err == ["line 1: the key '" + "k" * 40 + "...' (column 1) has 2,000 bytes, over "
+                   "--max-key-bytes 1,024"]  # fmt: skip
+    assert len(out) == 1
+    _, err, _, _ = _serve(model, b"a,1" + b"0" * 100_000 + b",2,3\n")
+    assert len(err[0]) < 200 and "overflows float32" in err[0]
+    _, err, _, _ = _serve(model, b"a,1,2,3\rb,1,2,3\n")
+    assert "a carriage return inside the line: lines end with \\n, not \\r alone" in err[0]
+
+
+def test_odd_arguments_get_readable_errors(model):
+    pool = model.pool()
+    with pytest.raises(TypeError, match="samples must be a mapping") as e:
+        pool.step(None)
+    assert e.value.__context__ is None or "has no len" not in str(e.value.__context__)
+    for odd in ("5", None, True, np.array([1.0])):
+        with pytest.raises(TypeError, match="idle_seconds must be a number of seconds"):
+            pool.expire(odd)
+    with pytest.raises(ValueError, match="idle_seconds must be a non-negative number"):
+        pool.expire(float("nan"))
+    assert pool.expire(float("inf")) == {}
+    r = subprocess.run(
+        [sys.executable, "-m", "stream_gru.cli", "run", str(model.path), "--max-line-bytes", "5"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--max-line-bytes: expected an integer >= 16, got 5" in r.stderr

@@ -135,7 +135,7 @@ def test_overflow_and_undecodable_bytes_are_bad_lines(gru_model, tmp_path):
     with open(path, encoding="utf-8") as f:
         stats = serve_lines(model, f, out, err, pool=model.pool(graph="sequence"))
     assert err.getvalue().splitlines() == [
-        "line 2: feature 'ax' (column 2) is 1e39, which overflows float32 (largest 3.4028235e38)",
+        "line 2: feature 'ax' (column 2) is '1e39', which overflows float32 (largest 3.4028235e38)",
         "line 3: feature 'ax' (column 2) is not a number: '\\xff\\xfe'",
     ]
     assert [line.split(",")[0] for line in out.getvalue().splitlines()] == ["a", "a"]

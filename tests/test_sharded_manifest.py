@@ -87,10 +87,25 @@ def test_a_file_inside_that_is_not_a_pool_file_is_not_quoted(saved):
             "1 to 1024 entries",
         ),
         ({"shards": [{"id": 2**40, "file": "shard-0.abcd.pool"}]}, r"int in \[0, 2\*\*31\)"),
+        (
+            {
+                "replicas": 4096,
+                "shards": [{"id": i, "file": f"shard-{i}.a.pool"} for i in range(100)],
+            },
+            "100 shards x 4096 replicas is over 262,144 points",
+        ),
         ({"shards": [{"id": 0, "file": "shard-0.abcd.pool"}] * 2}, "listed twice"),
         ({"format": 9}, "unknown format"),
     ],
-    ids=["replicas-a-million", "replicas-bool", "2000-shards", "huge-id", "twice", "format"],
+    ids=[
+        "replicas-a-million",
+        "replicas-bool",
+        "2000-shards",
+        "huge-id",
+        "too-many-points",
+        "twice",
+        "format",
+    ],
 )
 def test_the_manifests_numbers_are_bounded_and_checked_first(saved, changes, message):
     model, manifest = saved
