@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 
 import stream_gru as sg
-from stream_gru.bench import BUILTIN_MODELS, make_builtin_models
-from stream_gru.bench_system import machine, versions
+from stream_gru.tools.bench.run import BUILTIN_MODELS, make_builtin_models
+from stream_gru.tools.bench.system import machine, versions
 
 MODEL = "gru-h64"
 LOCAL = "local"

@@ -34,7 +34,7 @@ import numpy as np
 
 import stream_gru as sg
 from stream_gru.agreement import DEFAULT_RULE
-from stream_gru.bench_system import _rss_mb, machine
+from stream_gru.tools.bench.system import _rss_mb, machine
 
 FLAT_MB = 5.0
 
@@ -58,7 +58,7 @@ def make_model(directory: Path, seed: int) -> tuple[sg.StreamingModel, Any]:
     import torch
 
     from stream_gru.export import export_onnx
-    from stream_gru.network import GRUConfig, GRUModel, default_names, save_checkpoint
+    from stream_gru.training.network import GRUConfig, GRUModel, default_names, save_checkpoint
 
     torch.manual_seed(seed)
     net = GRUModel(GRUConfig(input_size=8, hidden_size=64, num_layers=1, output_size=4))

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stream_gru.cli import (
+from stream_gru.tools.cli.main import (
     RawHelpFormatter,
     add_verify_options,
     need_train_extra,

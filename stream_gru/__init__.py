@@ -11,12 +11,11 @@ Training and export live in ``stream_gru.training`` and ``stream_gru.export`` (t
 ``train`` extra: torch and onnx); they are never imported from here.
 """
 
+from ._version import __version__
+from .core.model import Stream, StreamingModel, load
+from .core.spec import ModelIO, ModelSpec, StatePair
 from .errors import ModelError, SnapshotError, StreamGRUError
-from .pool import PoolStats, StreamPool, TickResult
-from .runtime import Stream, StreamingModel, load
-from .spec import ModelIO, ModelSpec, StatePair
-
-__version__ = "0.1.0"
+from .fleet.pool import PoolStats, StreamPool, TickResult
 
 __all__ = [
     "ModelError",

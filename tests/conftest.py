@@ -28,7 +28,7 @@ class TinyModel:
 def _make(tmp: Path, name: str, *, cell: str, task: str, seed: int, layers: int = 2) -> TinyModel:
     torch = pytest.importorskip("torch")
     from stream_gru.export import export_onnx
-    from stream_gru.network import GRUConfig, GRUModel, Normalization, save_checkpoint
+    from stream_gru.training.network import GRUConfig, GRUModel, Normalization, save_checkpoint
 
     torch.manual_seed(seed)
     cfg = GRUConfig(
@@ -85,7 +85,7 @@ def fleet_model(models_dir: Path) -> TinyModel:
     """The fleet size the issues measure: a 1-layer GRU, H=64, I=8, O=4."""
     torch = pytest.importorskip("torch")
     from stream_gru.export import export_onnx
-    from stream_gru.network import GRUConfig, GRUModel, save_checkpoint
+    from stream_gru.training.network import GRUConfig, GRUModel, save_checkpoint
 
     torch.manual_seed(11)
     net = GRUModel(GRUConfig(input_size=8, hidden_size=64, num_layers=1, output_size=4))

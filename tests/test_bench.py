@@ -64,7 +64,7 @@ def test_quick_bench_reports_every_contender(gru_model, tmp_path: Path, capsys) 
 
 
 def test_bench_without_checkpoint_skips_pytorch(gru_model, tmp_path: Path) -> None:
-    from stream_gru.bench import run_benchmark
+    from stream_gru.tools.bench.run import run_benchmark
 
     outcome = run_benchmark(gru_model.onnx, quick=True, out_dir=tmp_path, log=lambda _: None)
     (m,) = outcome.results["models"]

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from stream_gru.cli import build_parser, main
+from stream_gru.tools.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def test_every_command_has_help(command, capsys):
 # -- user errors: one line, a non-zero exit, never a traceback -----------------------
 def _checkpoint(path: Path, hidden: int) -> Path:
     """A checkpoint shaped like ``gru_model`` (I=3, 2 layers, O=2) but of ``hidden`` units."""
-    from stream_gru.network import GRUConfig, GRUModel, save_checkpoint
+    from stream_gru.training.network import GRUConfig, GRUModel, save_checkpoint
 
     net = GRUModel(GRUConfig(input_size=3, hidden_size=hidden, num_layers=2, output_size=2))
     return save_checkpoint(path, net, feature_names=["ax", "ay", "az"], output_names=["a", "b"])
@@ -245,7 +245,7 @@ def test_train_and_demo_defaults_come_from_the_library(capsys):
 
 def test_parsing_any_command_does_not_import_torch():
     code = (
-        "import sys; from stream_gru.cli import build_parser; p = build_parser();"
+        "import sys; from stream_gru.tools.cli.main import build_parser; p = build_parser();"
         "p.parse_args(['run', 'm.onnx']); p.parse_args(['info', 'm.onnx']); p.format_help();"
         "p.parse_args(['train', 'd.csv', '--out', 'o']); p.parse_args(['demo']);"
         "print('torch' in sys.modules)"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import stream_gru as sg
-from stream_gru.cli import build_parser, main
-from stream_gru.compare import CompareError, compare_models
+from stream_gru.tools.cli.main import build_parser, main
+from stream_gru.tools.compare.models import CompareError, compare_models
 
 MEAN, STD = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0])  # the fixtures' scale
 
@@ -197,7 +197,7 @@ def test_help_describes_both_modes(capsys):
 
 
 def test_tolerances_default_to_verify_s():
-    from stream_gru.compare import DEFAULT_ATOL, DEFAULT_RTOL
+    from stream_gru.tools.compare.models import DEFAULT_ATOL, DEFAULT_RTOL
 
     compare = build_parser().parse_args(["compare", "a.onnx", "b.onnx", "--data", "d.csv"])
     verify = build_parser().parse_args(["verify", "m.onnx", "--checkpoint", "c.pt"])
@@ -207,7 +207,7 @@ def test_tolerances_default_to_verify_s():
 
 def test_parsing_compare_imports_neither_torch_nor_onnxruntime():
     code = (
-        "import sys; from stream_gru.cli import build_parser; p = build_parser();"
+        "import sys; from stream_gru.tools.cli.main import build_parser; p = build_parser();"
         "p.parse_args(['compare', 'a.onnx', 'b.onnx', '--data', 'd.csv']);"
         "p.parse_args(['compare', 'd.csv', '--target', 'y']);"
         "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"

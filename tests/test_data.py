@@ -16,7 +16,7 @@ from stream_gru.data import (
     load_npz,
     split_dataset,
 )
-from stream_gru.datasets import load_basic_motions, read_ts
+from stream_gru.data.basic_motions import load_basic_motions, read_ts
 
 
 def write(path: Path, text: str) -> Path:

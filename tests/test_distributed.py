@@ -13,8 +13,8 @@ ray = pytest.importorskip("ray")
 
 import stream_gru as sg  # noqa: E402
 from stream_gru.distributed import ShardedPool, ShardError  # noqa: E402
-from stream_gru.hash_ring import HashRing, hash64  # noqa: E402
-from stream_gru.pool import key_token  # noqa: E402
+from stream_gru.distributed.ring import HashRing, hash64  # noqa: E402
+from stream_gru.fleet.keys import key_token  # noqa: E402
 
 KEYS = [f"k{i}" for i in range(120)] + list(range(40)) + [("site", 3), b"raw"]
 
@@ -339,7 +339,7 @@ def test_threads_take_turns(twins):
 def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
     twins, gru_model, tmp_path, monkeypatch
 ):
-    import stream_gru.distributed as distributed
+    import stream_gru.distributed.sharded as distributed
 
     twins.tick()
     twins.sharded.save(tmp_path / "fleet")
@@ -374,7 +374,7 @@ def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
 def test_an_interrupted_call_makes_the_pool_refuse_every_call(twins, monkeypatch):
     """Ctrl-C while shards run a tick: they may have stepped, so the driver cannot
     vouch for any state; it says so instead of serving what it cannot know."""
-    import stream_gru.distributed as distributed
+    import stream_gru.distributed.sharded as distributed
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import stream_gru as sg
-from stream_gru.snapshot import encode
+from stream_gru.formats.snapshot import encode
 
 
 @pytest.fixture
@@ -305,7 +305,7 @@ def test_atomic_writes_keep_or_give_normal_permissions(tmp_path):
     import os
     import stat
 
-    from stream_gru.files import atomic_write_bytes
+    from stream_gru.formats.files import atomic_write_bytes
 
     umask = os.umask(0o022)
     try:

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def motions_model(models_dir: Path) -> Path:
     """An untrained GRU shaped for BasicMotions (6 features, 4 activities)."""
     torch = pytest.importorskip("torch")
-    from stream_gru.datasets import load_basic_motions
+    from stream_gru.data.basic_motions import load_basic_motions
     from stream_gru.export import export_onnx
-    from stream_gru.network import GRUConfig, GRUModel, save_checkpoint
+    from stream_gru.training.network import GRUConfig, GRUModel, save_checkpoint
 
     ds = load_basic_motions("train")
     torch.manual_seed(0)

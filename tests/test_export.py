@@ -12,12 +12,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 import stream_gru as sg  # noqa: E402
-from stream_gru import export as sg_export  # noqa: E402
 from stream_gru.agreement import assert_agree  # noqa: E402
 from stream_gru.errors import ExportError  # noqa: E402
 from stream_gru.export import check_structure, export_onnx, model_io, verify  # noqa: E402
-from stream_gru.network import GRUConfig, GRUModel, load_checkpoint  # noqa: E402
-from stream_gru.onnx_file import fingerprint_model_bytes  # noqa: E402
+from stream_gru.export import onnx_export as sg_export  # noqa: E402
+from stream_gru.formats.fingerprint import fingerprint_model_bytes  # noqa: E402
+from stream_gru.training.network import GRUConfig, GRUModel, load_checkpoint  # noqa: E402
 
 
 def _dims(value):
@@ -153,7 +153,7 @@ def test_pass_rule_is_the_agreement_rule_with_the_float32_allowance():
     """|onnx - exact| <= limit at each step, the limit widened to FLOAT32_ALLOWANCE times
     the distance PyTorch float32 has reached by that step."""
     from stream_gru.agreement import FLOAT32_ALLOWANCE as K
-    from stream_gru.verification import _compare, _Reference
+    from stream_gru.export.verification import _compare, _Reference
 
     y64 = np.full((1, 4, 2), 100.0)
     limit = 1e-5 + 1e-5 * 100.0  # atol + rtol * |reference|
@@ -182,7 +182,7 @@ def test_pass_rule_is_the_agreement_rule_with_the_float32_allowance():
 
 
 def test_verify_stops_at_the_metadata_when_the_shapes_differ(gru_model, tmp_path):
-    from stream_gru.network import save_checkpoint
+    from stream_gru.training.network import save_checkpoint
 
     net = GRUModel(GRUConfig(input_size=3, hidden_size=16, num_layers=2, output_size=2))
     other = save_checkpoint(

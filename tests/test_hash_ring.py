@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from stream_gru.hash_ring import HashRing, hash64
-from stream_gru.pool import key_token
+from stream_gru.distributed.ring import HashRing, hash64
+from stream_gru.fleet.keys import key_token
 
 KEYS = (
     [f"sensor-{i}" for i in range(20_000)] + list(range(5_000)) + [("site", i) for i in range(500)]

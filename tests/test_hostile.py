@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import stream_gru as sg
-from stream_gru import snapshot as sg_snapshot
-from stream_gru.checks import MAX_STEPS
-from stream_gru.pipe import PipeError, parse_number, serve_lines
+from stream_gru.core.checks import MAX_STEPS
+from stream_gru.formats import snapshot as sg_snapshot
+from stream_gru.tools.pipe import PipeError, parse_number, serve_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_max_streams_refuses_new_keys_and_idle_ones_make_room(model):
 
 
 def test_a_run_is_bounded_by_default(model):
-    from stream_gru.pipe import DEFAULT_MAX_STREAMS, PipeOptions
+    from stream_gru.tools.pipe import DEFAULT_MAX_STREAMS, PipeOptions
 
     assert PipeOptions().max_streams == DEFAULT_MAX_STREAMS == 1_000_000
     _, err, _, _ = _serve(model, b"a,1,2,3\nb,1,2,3\n", max_streams=1)
@@ -321,7 +321,7 @@ def test_devices_and_pipes_are_refused_at_once(model, tmp_path, kind):
 def test_the_command_line_never_shows_a_traceback(tmp_path):
     """A defect still ends in one line (STREAM_GRU_DEBUG=1 shows the traceback)."""
     code = (
-        "import stream_gru.cli as c\n"
+        "import stream_gru.tools.cli.main as c\n"
         "def boom(args): raise RecursionError('deep')\n"
         "p = c.build_parser(); a = p.parse_args(['info', 'x.onnx']); a.func = boom\n"
         "raise SystemExit(c.run_guarded(lambda: a.func(a)))\n"

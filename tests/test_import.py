@@ -38,7 +38,7 @@ def test_runtime_modules_do_not_import_training_libraries():
         [
             sys.executable,
             "-c",
-            "import sys, stream_gru, stream_gru.pipe, stream_gru.cli;"
+            "import sys, stream_gru, stream_gru.tools.pipe, stream_gru.cli;"
             "print(sorted(m for m in ('torch', 'onnx', 'onnxscript', 'tqdm', 'matplotlib', 'ray')"
             " if m in sys.modules))",
         ],
@@ -66,7 +66,7 @@ def test_install_hints_from_a_checkout_and_from_an_index(monkeypatch):
     installed from an index: the extra's name."""
     import re
 
-    from stream_gru import install
+    from stream_gru.tools import install
 
     root = Path(__file__).resolve().parent.parent
     pin = re.search(r"(?m)^TORCH\s*:=\s*(\S+)", (root / "Makefile").read_text()).group(1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import stream_gru as sg
-from stream_gru.keys import canonical_key, key_list, key_token
+from stream_gru.fleet.keys import canonical_key, key_list, key_token
 
 INTEGER_TYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import stream_gru as sg
-from stream_gru.pipe import serve_lines
+from stream_gru.tools.pipe import serve_lines
 
 
 def _serve(model, text):
@@ -114,7 +114,7 @@ def test_lines_arriving_together_are_batched_in_input_order(gru_model, rng, tmp_
 def test_read_arrivals_groups_what_is_available(tmp_path):
     import os
 
-    from stream_gru.pipe import read_arrivals
+    from stream_gru.tools.pipe import read_arrivals
 
     r, w = os.pipe()
     os.write(w, b"a,1\nb,2\nc,")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stream_gru as sg
-from stream_gru.pipe import serve_lines, split_fields
+from stream_gru.tools.pipe import serve_lines, split_fields
 
 MAX_LINE = 256
 

@@ -303,7 +303,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(model, tmp_path, monkeypat
     pool.save(path)
     before = path.read_bytes()
     pool.open("b")
-    import stream_gru.files as files
+    import stream_gru.formats.files as files
 
     def crash(*args, **kwargs):
         raise OSError("disk full")

@@ -25,7 +25,7 @@ import pytest
 
 import stream_gru as sg
 from stream_gru.agreement import assert_agree
-from stream_gru.pipe import serve_lines
+from stream_gru.tools.pipe import serve_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAMS = ("s1", "s2", "s3")

@@ -80,7 +80,7 @@ def test_onnx_equals_pytorch_over_10000_chained_steps(any_model, rng):
     before the target de-normalization, where they are near 1, so the rule's rtol
     cannot hide a difference behind the target's scale)."""
     torch = pytest.importorskip("torch")
-    from stream_gru.network import load_checkpoint
+    from stream_gru.training.network import load_checkpoint
 
     net = load_checkpoint(any_model.checkpoint).double()
     model = sg.load(any_model.onnx)
@@ -181,7 +181,7 @@ def test_the_fingerprint_covers_weights_kept_in_constant_nodes():
 
     from onnx import TensorProto, helper
 
-    from stream_gru.onnx_file import fingerprint_model_bytes
+    from stream_gru.formats.fingerprint import fingerprint_model_bytes
 
     def model(w: float, **meta: str):
         value = helper.make_tensor("w", TensorProto.FLOAT, [1], [w])
@@ -296,7 +296,7 @@ def test_node_placement_check_reads_the_profile_and_warns(gru_model):
     """On CUDA, load() checks where every node ran. Here, on the CPU, the same check is
     run against a profiled CPU session: asking for CUDA, every node is 'elsewhere'."""
     ort = pytest.importorskip("onnxruntime")
-    from stream_gru.session import check_placement
+    from stream_gru.core.session import check_placement
 
     so = ort.SessionOptions()
     so.enable_profiling = True
@@ -314,7 +314,7 @@ def test_node_placement_check_reads_the_profile_and_warns(gru_model):
 def test_load_profiles_and_checks_placement_where_asked(gru_model, monkeypatch):
     """The wiring behind the CUDA check, exercised on the CPU: when a session is made
     profiled (as on CUDA), load() and the pool's one-step graph report where nodes ran."""
-    import stream_gru.session as session
+    import stream_gru.core.session as session
 
     monkeypatch.setattr(session, "_profiled", lambda providers: True)
     model = sg.load(gru_model.onnx, provider="cpu")

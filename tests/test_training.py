@@ -243,7 +243,7 @@ def test_loss_curve_is_replaced_atomically(tmp_path: Path) -> None:
 
 def test_demo_plot_is_replaced_atomically(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from stream_gru.demo import _plot
+    from stream_gru.tools.demo import _plot
 
     old = tmp_path / "old.png"
     old.write_bytes(b"old")

@@ -121,7 +121,7 @@ def test_exports_and_verifies_at_every_scale_and_seed(trained, name, seed):
 def test_other_weights_still_fail_every_check(trained, name):
     """The rule scales with the values and allows float32's drift, yet a checkpoint of
     the same shapes with other weights fails every numeric check."""
-    from stream_gru.network import load_checkpoint
+    from stream_gru.training.network import load_checkpoint
 
     _, checkpoint, model = trained[name, 0]
     twin = load_checkpoint(checkpoint)

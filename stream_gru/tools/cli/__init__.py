@@ -1,0 +1,1 @@
+"""The ``stream-gru`` command: one module per command, ``main`` in ``main``."""
