@@ -18,7 +18,7 @@ help:
 	@echo "make test     run the tests"
 	@echo "make bench    the runtime against plain onnxruntime and PyTorch; Ray shards (a few minutes)"
 	@echo "make soak     1M steps of one stream, 1,000 ticks of a 10,000-stream pool, vs PyTorch"
-	@echo "make lint     ruff check, ruff format --check, mypy on the runtime"
+	@echo "make lint     ruff check, ruff format --check, mypy --strict, the layers (lint-imports)"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv and the demo's output"
 
@@ -49,6 +49,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy stream_gru
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

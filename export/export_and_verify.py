@@ -15,13 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stream_gru.tools.cli.main import (
-    RawHelpFormatter,
-    add_verify_options,
-    need_train_extra,
-    run_guarded,
-    verify_and_report,
-)
+from stream_gru.tools.cli.common import RawHelpFormatter, need_train_extra, run_guarded
+from stream_gru.tools.cli.options import add_verify_options
+from stream_gru.tools.cli.verify import verify_and_report
 
 
 def export_and_verify(args: argparse.Namespace, prog: str) -> int:

@@ -12,10 +12,12 @@ Training and export live in ``stream_gru.training`` and ``stream_gru.export`` (t
 """
 
 from ._version import __version__
-from .core.model import Stream, StreamingModel, load
 from .core.spec import ModelIO, ModelSpec, StatePair
+from .core.stream import Stream
 from .errors import ModelError, SnapshotError, StreamGRUError
-from .fleet.pool import PoolStats, StreamPool, TickResult
+from .fleet.model import StreamingModel, load
+from .fleet.pool import StreamPool
+from .fleet.ticks import PoolStats, TickResult
 
 __all__ = [
     "ModelError",

@@ -46,7 +46,9 @@ def data_csv(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, list[np.nd
 
 
 def _compare(*args: object) -> int:
-    return main(["compare", *(str(a) for a in args), "--quiet"])
+    """``stream-gru compare models OLD NEW ...`` or ``compare cells DATA ...``, by the args."""
+    mode = "models" if str(args[0]).endswith(".onnx") else "cells"
+    return main(["compare", mode, *(str(a) for a in args), "--quiet"])
 
 
 # -- two models ------------------------------------------------------------------------
@@ -170,13 +172,13 @@ def test_regression_model_mae(lstm_model, rng, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["a.onnx", "b.onnx", "c.onnx"], "expected DATA (GRU vs LSTM) or OLD.onnx NEW.onnx"),
-        (["a.onnx", "b.onnx"], "give --data FILE"),
-        (["a.onnx", "b.onnx", "--data", "d.csv", "--epochs", "5"], "--epochs: for GRU vs LSTM"),
-        (["a.onnx", "b.onnx", "--data", "d.csv", "--out", "o"], "--out: for GRU vs LSTM"),
-        (["d.csv", "--target", "y", "--atol", "1"], "--atol: for two models"),
-        (["d.csv", "--data", "d.csv"], "--data: for two models"),
-        (["a.onnx", "b.onnx", "--data", "d.csv", "--rtol", "-1"], "--rtol: expected a non-neg"),
+        (["models", "a.onnx", "b", "c", "--data", "d"], "unrecognized arguments: c"),
+        (["models", "a.onnx", "b.onnx"], "the following arguments are required: --data"),
+        (["models", "a.onnx", "b.onnx", "--data", "d.csv", "--epochs", "5"], "--epochs 5"),
+        (["models", "a.onnx", "b.onnx", "--data", "d.csv", "--out", "o"], "--out o"),
+        (["cells", "d.csv", "--target", "y", "--atol", "1"], "unrecognized arguments: --atol"),
+        (["models", "a.onnx", "b.onnx", "--data", "d.csv", "--rtol", "-1"], "--rtol: expected"),
+        ([], "the following arguments are required: MODE"),
     ],
 )
 def test_usage_errors(argv, message, capsys):
@@ -187,19 +189,54 @@ def test_usage_errors(argv, message, capsys):
 
 
 def test_help_describes_both_modes(capsys):
+    parser = build_parser()
     with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["compare", "--help"])
+        parser.parse_args(["compare", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert "stream-gru compare DATA" in text and "stream-gru compare OLD.onnx NEW.onnx" in text
-    assert "exit status: 0" in text and "--fleet-streams" in text and "--hidden" in text
-    assert "--cell {" not in text and "(default: None)" not in text
+    assert "stream-gru compare cells DATA" in text and "stream-gru compare models OLD NEW" in text
+    assert "exit status: 0" in text
+    for mode, option in (("cells", "--fleet-streams"), ("models", "--atol")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["compare", mode, "--help"])
+        text = capsys.readouterr().out
+        assert option in text and "exit status: 0" in text
+        assert "--cell {" not in text and "(default: None)" not in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["compare", "d.csv", "--target", "y"], ["compare", "cells", "d.csv", "--target", "y"]),
+        (["compare", "a.onnx", "b.onnx", "--data", "d.csv"],
+         ["compare", "models", "a.onnx", "b.onnx", "--data", "d.csv"]),
+        (["compare", "a.onnx", "b.onnx", "--data=d.csv"],
+         ["compare", "models", "a.onnx", "b.onnx", "--data=d.csv"]),
+    ],
+)  # fmt: skip
+def test_the_old_spellings_still_work_and_say_so(old, new):
+    from stream_gru.tools.cli.compare import legacy_argv
+
+    rewritten, note = legacy_argv(old)
+    assert rewritten == new and note is not None and "old spelling still works" in note
+    assert legacy_argv(new) == (new, None)
+    assert legacy_argv(["compare", "--help"]) == (["compare", "--help"], None)
+
+
+def test_the_old_two_model_spelling_runs(gru_model, data_csv, capsys):
+    path, _ = data_csv
+    argv = ["compare", str(gru_model.onnx), str(gru_model.onnx), "--data", str(path), "--quiet"]
+    assert main([*argv, "--sequence-column", "run"]) == 0
+    captured = capsys.readouterr()
+    assert "is now spelled `compare models ...`" in captured.err
+    assert "SAME within" in captured.out
 
 
 def test_tolerances_default_to_verify_s():
     from stream_gru.tools.compare.models import DEFAULT_ATOL, DEFAULT_RTOL
 
-    compare = build_parser().parse_args(["compare", "a.onnx", "b.onnx", "--data", "d.csv"])
+    args = ["compare", "models", "a.onnx", "b.onnx", "--data", "d.csv"]
+    compare = build_parser().parse_args(args)
     verify = build_parser().parse_args(["verify", "m.onnx", "--checkpoint", "c.pt"])
     assert (compare.atol, compare.rtol) == (verify.atol, verify.rtol)
     assert (verify.atol, verify.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL)
@@ -208,8 +245,8 @@ def test_tolerances_default_to_verify_s():
 def test_parsing_compare_imports_neither_torch_nor_onnxruntime():
     code = (
         "import sys; from stream_gru.tools.cli.main import build_parser; p = build_parser();"
-        "p.parse_args(['compare', 'a.onnx', 'b.onnx', '--data', 'd.csv']);"
-        "p.parse_args(['compare', 'd.csv', '--target', 'y']);"
+        "p.parse_args(['compare', 'models', 'a.onnx', 'b.onnx', '--data', 'd.csv']);"
+        "p.parse_args(['compare', 'cells', 'd.csv', '--target', 'y']);"
         "print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -294,7 +331,7 @@ def test_two_models_need_only_the_runtime(gru_model, gru_twin, data_csv):
         "import sys\n"
         "for name in ('torch', 'onnx', 'tqdm'): sys.modules[name] = None\n"
         "from stream_gru.cli import main\n"
-        f"sys.exit(main(['compare', {str(gru_model.onnx)!r}, {str(gru_twin.onnx)!r},"
+        f"sys.exit(main(['compare', 'models', {str(gru_model.onnx)!r}, {str(gru_twin.onnx)!r},"
         f" '--data', {str(path)!r}, '--sequence-column', 'run']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -306,7 +343,7 @@ def test_gru_vs_lstm_without_torch_says_how_to_install():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from stream_gru.cli import main\n"
-        "sys.exit(main(['compare', 'basicmotions']))\n"
+        "sys.exit(main(['compare', 'cells', 'basicmotions']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

@@ -27,6 +27,20 @@ def ray_runtime():
     ray.shutdown()
 
 
+def kill_and_wait(actor, timeout=30.0):
+    """``ray.kill`` returns before the actor is gone; the counts of a replay depend on
+    which call finds it dead, so wait until it is."""
+    ray.kill(actor)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor is still answering")
+
+
 class Twins:
     """A sharded pool and a local pool fed the same calls; every output compared."""
 
@@ -127,7 +141,7 @@ def test_a_killed_shard_restarts_from_its_checkpoint_and_replays(gru_model, tmp_
         t.open(KEYS)
         for tick in range(1, 24):
             if tick in (8, 17):
-                ray.kill(t.sharded.actor(tick % 3))
+                kill_and_wait(t.sharded.actor(tick % 3))
             t.tick()
         t.assert_same_states()
         recoveries = t.sharded.recoveries

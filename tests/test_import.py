@@ -66,7 +66,7 @@ def test_install_hints_from_a_checkout_and_from_an_index(monkeypatch):
     installed from an index: the extra's name."""
     import re
 
-    from stream_gru.tools import install
+    from stream_gru import install
 
     root = Path(__file__).resolve().parent.parent
     pin = re.search(r"(?m)^TORCH\s*:=\s*(\S+)", (root / "Makefile").read_text()).group(1)

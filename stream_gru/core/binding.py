@@ -4,7 +4,7 @@ Each stream owns preallocated buffers for its input, its output and two copies o
 state, and two IOBindings made once: one reads state copy A and writes B, the other
 reads B and writes A. A step copies the sample into the input buffer, runs the
 binding of the current phase and flips the phase: no feed dict, no output
-allocation, no state copy (DESIGN.md, trap 6).
+allocation, no state copy (docs/design.md, trap 6).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The defaults suit a real-time process: one intra-op thread, sequential execution, and
 no spinning thread pools, so a loaded model that is not stepping uses no CPU
-(DESIGN.md, trap 9).
+(docs/design.md, trap 9).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ModelError
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROVIDERS",
+    "Provider",
     "SessionOptions",
     "check_placement",
     "create_session",
@@ -31,6 +32,7 @@ __all__ = [
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDERS = ("auto", "cpu", "cuda")
+Provider = Literal["auto", "cpu", "cuda"]
 _ALIASES = {"cpu": "cpu", CPU.lower(): "cpu", "cuda": "cuda", CUDA.lower(): "cuda", "auto": "auto"}
 
 GPU_INSTALL_HINT = (
@@ -53,7 +55,7 @@ class SessionOptions:
     the same, and memory goes back to the system between calls.
     """
 
-    provider: str = "auto"
+    provider: Provider | str = "auto"  # also onnxruntime's own names, any case
     threads: int = 1
     spinning: bool = False
     memory_arena: bool = False
@@ -76,7 +78,7 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as e:
-        from ..tools.install import install_hint
+        from ..install import install_hint
 
         raise ImportError(
             f"stream_gru needs onnxruntime to run models: {install_hint('cpu')} "
@@ -153,7 +155,7 @@ def check_placement(session: Any, wanted: str, *, source: str) -> dict[str, str]
 
     Works on a session made with profiling on (``create_session`` turns it on for
     CUDA), after one run; ends the profiling and deletes its file. Warns, naming them,
-    about the nodes that ran elsewhere than ``wanted`` (DESIGN.md, trap 4: a GRU node
+    about the nodes that ran elsewhere than ``wanted`` (docs/design.md, trap 4: a GRU node
     the CUDA provider does not take runs on the CPU, silently, at every step). Returns
     None where the session was not profiling.
     """
@@ -181,7 +183,7 @@ def check_placement(session: Any, wanted: str, *, source: str) -> dict[str, str]
         warnings.warn(
             f"{source}: {len(elsewhere)} of {len(placement)} nodes run on another provider "
             f"than {wanted}: {', '.join(f'{n} ({placement[n]})' for n in elsewhere[:10])}. "
-            f"Each step copies their data between host and device; see DESIGN.md trap 4.",
+            f"Each step copies their data between host and device; see docs/design.md, trap 4.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.model import load_bytes
 from ..core.session import SessionOptions
 from ..core.spec import ModelIO
+from ..fleet.graphs import GraphChoice
+from ..fleet.model import load_bytes
 from ..fleet.pool import StreamPool
 from ..formats.files import atomic_write_bytes
 
@@ -55,7 +56,7 @@ class ShardSettings:
     """How every shard loads the model and runs its pool."""
 
     session: SessionOptions
-    graph: str
+    graph: GraphChoice
     io: ModelIO | None
 
 
@@ -99,7 +100,7 @@ class Shard:
         if name == "restore":
             self._require(args[0], is_open=False)
             for blob in args[1]:
-                self.model._decode_snapshot(blob)  # a bad one raises before any opens
+                self.model.codec.decode(blob)  # a bad one raises before any opens
             for key, blob in zip(args[0], args[1], strict=True):
                 pool.restore(key, blob)
             return None

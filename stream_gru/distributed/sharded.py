@@ -40,10 +40,10 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from ..core.model import StreamingModel, load_bytes
-from ..core.session import SessionOptions
+from ..core.session import Provider, SessionOptions
 from ..core.spec import ModelIO
 from ..errors import ShardError, SnapshotError
+from ..fleet.graphs import GraphChoice
 from ..fleet.keys import (
     PLAIN_KEY_TYPES,
     canonical_key,
@@ -52,7 +52,9 @@ from ..fleet.keys import (
     key_list,
     key_token,
 )
-from ..fleet.pool import StreamPool, check_batch, check_idle_seconds, check_samples
+from ..fleet.model import StreamingModel, load_bytes
+from ..fleet.pool import StreamPool
+from ..fleet.ticks import check_batch, check_idle_seconds, check_samples
 from ..formats.files import NotARegularFile, atomic_write_bytes, open_regular, read_regular
 from .ring import MAX_REPLICAS, HashRing, hash64
 from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
@@ -60,7 +62,7 @@ from .shard import Op, Recovery, Shard, ShardSettings, ShardStats
 try:
     import ray
 except ImportError as e:  # pragma: no cover - exercised where ray is absent
-    from ..tools.install import install_hint
+    from ..install import install_hint
 
     raise ImportError(f"stream_gru.distributed needs Ray: {install_hint('ray')}") from e
 
@@ -132,8 +134,8 @@ class ShardedPool:
         checkpoint_dir: str | os.PathLike[str] | None = None,
         *,
         checkpoint_every: int = 100,
-        graph: str = "auto",
-        provider: str = "auto",
+        graph: GraphChoice = "auto",
+        provider: Provider = "auto",
         threads: int = 1,
         io: ModelIO | None = None,
         cpus_per_shard: float = 0,

@@ -3,7 +3,7 @@
 ``export_onnx`` writes one self-contained ``.onnx`` file that follows the ONNX contract
 (README, "The ONNX contract"): dynamic batch and time, normalization inside the graph,
 and a ``stream_gru`` metadata document with the weights' fingerprint. Every export is
-checked structurally before anything is written (DESIGN.md, traps 1 to 3).
+checked structurally before anything is written (docs/design.md, traps 1 to 3).
 
 ``verify`` (from ``stream_gru.verification``, re-exported here) proves the file
 computes what the checkpoint does.
@@ -27,9 +27,9 @@ from torch import nn
 
 from .._version import __version__
 from ..agreement import DEFAULT_ATOL, DEFAULT_RTOL
-from ..core.model import StreamingModel, load_bytes
 from ..core.spec import METADATA_KEY, METADATA_VERSION, ModelIO, StatePair
 from ..errors import ExportError
+from ..fleet.model import StreamingModel, load_bytes
 from ..formats.files import atomic_write_bytes
 from ..formats.fingerprint import fingerprint_model_bytes
 from ..training.network import GRUModel, load_checkpoint, model_facts
@@ -242,7 +242,7 @@ def check_step_graph(
     result = check_against_checkpoint(name, net, x, zeros, ys, final, atol=atol, rtol=rtol)
     if result.passed:
         return result
-    seq_y, seq_states = model._run(x, dict(zip(names, zeros, strict=True)))
+    seq_y, seq_states = model.run(x, dict(zip(names, zeros, strict=True)))
     seq = check_against_checkpoint(
         "sequence graph", net, x, zeros, seq_y, list(seq_states.values()), atol=atol, rtol=rtol
     )

@@ -2,7 +2,7 @@
 
 For a pool, every tick is one time step of many streams. The ONNX GRU op is built for
 sequences; for one step at large batch a graph of plain Gemm/Sigmoid/Tanh nodes is
-1.3-1.6x faster on the CPU (DESIGN.md, trap 7), while at batch 1 the GRU op wins (fewer
+1.3-1.6x faster on the CPU (docs/design.md, trap 7), while at batch 1 the GRU op wins (fewer
 nodes). So export writes both: the sequence graph is the model file's graph (the ONNX
 contract), and the one-step graph travels inside the same file, serialized in the
 metadata key ``stream_gru.step``. Streams use the first, pools the second; a stream's

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from ..agreement import DEFAULT_ATOL, DEFAULT_RTOL, FLOAT32_ALLOWANCE, AgreementRule
-from ..core.model import StreamingModel, load
+from ..fleet.model import StreamingModel, load
 from ..formats.files import atomic_write_bytes
-from ..tools.progress import progress_bar
+from ..progress import progress_bar
 from ..training.network import GRUModel, load_checkpoint, model_facts
 
 __all__ = ["CheckResult", "VerifyReport", "check_against_checkpoint", "verify"]

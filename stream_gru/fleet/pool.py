@@ -6,7 +6,7 @@ scatters the new states back: its cost grows with the streams in the tick, not w
 the pool. Closed slots are reused. A key is a str, an int (not a bool), bytes, or a
 tuple of those: what a pool file can store exactly.
 
-A stream's outputs never depend on what else is in its tick (DESIGN.md, trap 10);
+A stream's outputs never depend on what else is in its tick (docs/design.md, trap 10);
 the tests prove it against one ``Stream`` per key.
 """
 
@@ -18,35 +18,37 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..core.checks import MAX_STEPS, as_samples
-from ..core.session import CUDA
+from ..core.checks import MAX_STEPS
+from ..core.model import Model
 from ..errors import SnapshotError
-from ..formats import snapshot as _snapshot
 from ..formats.files import NotARegularFile, atomic_write_bytes, read_regular
-from .graphs import check_graph_choice
+from . import poolfile
+from .graphs import GraphChoice
 from .keys import (
     PLAIN_KEY_TYPES,
     canonical_key,
     canonical_samples,
     check_key,
-    decode_key,
-    encode_key,
     is_key,
     key_in,
     key_list,
     key_token,
     split_refused,
 )
-from .stores import DeviceStates, HostStates
-
-if TYPE_CHECKING:
-    from ..core.model import StreamingModel
-    from ..core.spec import ModelSpec
+from .stores import DeviceStates, make_store
+from .ticks import (
+    PoolStats,
+    TickResult,
+    check_batch,
+    check_idle_seconds,
+    check_samples,
+    non_finite_rows,
+    row_count,
+)
 
 __all__ = [
     "PLAIN_KEY_TYPES",
@@ -64,160 +66,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-_POOL_KIND = b"POOL"
 _LATENCY_WINDOW = 1024
-
-
-def _make_store(
-    model: StreamingModel, capacity: int, graph_choice: str, state_on_device: bool | None
-) -> HostStates | DeviceStates:
-    """Device-resident states where asked (by default: on CUDA, where the file carries
-    the pooled graph), host arrays otherwise. Only the graph that will serve the
-    ticks is loaded."""
-    check_graph_choice(graph_choice)
-    spec = model.spec
-    wanted = state_on_device if state_on_device is not None else model.provider == CUDA
-    pooled = model._pool_session() if wanted and graph_choice != "sequence" else None
-    if state_on_device is None:
-        state_on_device = pooled is not None
-    if not state_on_device:
-        graph = model._batched_graph(graph_choice)
-        return HostStates(spec.state_shapes, spec.state_dtypes, capacity, graph)
-    if pooled is None or len(spec.states) != 1:
-        raise ValueError(
-            "state_on_device needs the pooled one-step graph, which only this project's "
-            "GRU models carry (and graph='auto' or 'step')"
-        )
-    (state,) = spec.states
-    return DeviceStates(
-        pooled,
-        state=state.input,
-        shape=spec.state_shapes[state.input],
-        capacity=capacity,
-        device="cuda" if model.provider == CUDA else "cpu",
-    )
-
-
-def _non_finite_rows(xs: Any, n: int, sample_shape: tuple[int, ...]) -> list[int]:
-    """Rows of a well-shaped numeric ``X`` that hold NaN or Inf (after float32)."""
-    try:
-        arr = np.asarray(xs)
-        if arr.dtype.kind not in "fiu" or arr.shape != (n, *sample_shape):
-            return []
-        with np.errstate(over="ignore", invalid="ignore"):
-            finite = np.isfinite(arr.astype(np.float32)).reshape(n, -1).all(axis=1)
-    except (TypeError, ValueError):
-        return []
-    return [int(i) for i in np.flatnonzero(~finite)]
-
-
-def check_idle_seconds(idle_seconds: Any) -> float:
-    """``idle_seconds`` as a float: a real number >= 0 (inf: none is that idle), or
-    ``TypeError``/``ValueError`` naming it."""
-    if isinstance(idle_seconds, (bool, np.bool_)) or not isinstance(
-        idle_seconds, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(
-            f"idle_seconds must be a number of seconds, got {type(idle_seconds).__name__} "
-            f"{idle_seconds!r:.40}"
-        )
-    if not idle_seconds >= 0:
-        raise ValueError(f"idle_seconds must be a non-negative number, got {idle_seconds!r}")
-    return float(idle_seconds)
-
-
-def _row_count(xs: Any) -> int:
-    """How many samples ``X`` holds (its first dimension, or its length where it is
-    ragged; 0 where neither tells)."""
-    try:
-        shape = np.shape(xs)
-    except Exception:  # ragged: count its rows
-        try:
-            return len(xs)
-        except TypeError:
-            return 0
-    return int(shape[0]) if shape else 0
-
-
-def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
-    """``step_batch``'s ``X`` checked whole: float32 ``(len(keys), *sample)``, or
-    ``ValueError`` naming the keys whose rows are not finite (``TypeError`` for a
-    non-numeric ``X``)."""
-    try:
-        samples = as_samples(
-            xs, spec.sample_shape, what="X", leading=("stream",), feature_names=spec.feature_names
-        )
-    except ValueError as e:
-        bad = _non_finite_rows(xs, len(keys), spec.sample_shape)
-        if not bad:
-            raise
-        named = ", ".join(repr(keys[i]) for i in bad[:20])
-        raise ValueError(
-            f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} (first: {e})"
-        ) from None
-    if samples.shape[0] != len(keys):
-        raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
-    return samples
-
-
-def check_samples(
-    spec: ModelSpec, samples: Mapping[Any, Any]
-) -> tuple[list[Any], np.ndarray, dict[Any, str]]:
-    """Check a tick's samples against ``spec``: (good keys, their samples stacked
-    (n, *sample) float32, {bad key: why}). Well-formed numpy samples are checked
-    together in one pass; the rest, one by one, for their messages. Needs no lock."""
-    if not isinstance(samples, Mapping):
-        raise TypeError(f"samples must be a mapping {{key: sample}}, got {type(samples).__name__}")
-    shape = spec.sample_shape
-    keys = list(samples)
-    values = list(samples.values())
-    fast = [
-        i
-        for i, v in enumerate(values)
-        if type(v) is np.ndarray and v.shape == shape and v.dtype.kind in "fiu"
-    ]
-    stacked = np.zeros((len(keys), *shape), np.float32)
-    ok = np.zeros(len(keys), np.bool_)
-    if fast:
-        with np.errstate(over="ignore", invalid="ignore"):
-            stacked[fast] = np.stack([values[i] for i in fast])
-        ok[fast] = np.isfinite(stacked[fast].reshape(len(fast), -1)).all(axis=1)
-    rejected: dict[Any, str] = {}
-    for i in np.flatnonzero(~ok).tolist():
-        try:
-            stacked[i] = as_samples(
-                values[i], shape, what="sample", feature_names=spec.feature_names
-            )
-            ok[i] = True
-        except (ValueError, TypeError) as e:
-            rejected[keys[i]] = str(e)
-    return [k for k, good in zip(keys, ok.tolist(), strict=True) if good], stacked[ok], rejected
-
-
-@dataclass(frozen=True)
-class TickResult:
-    """What ``StreamPool.step_valid`` did: outputs of the streams it stepped, and the
-    rejected keys with the reason each was rejected."""
-
-    outputs: dict[Any, np.ndarray]
-    rejected: dict[Any, str]
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """Counters for monitoring, cheap to read at any time.
-
-    Tick latencies are over the last 1,024 ticks, in microseconds (0 before the first).
-    """
-
-    open_streams: int
-    capacity: int
-    ticks: int
-    stream_steps: int
-    rejected_samples: int
-    expired_streams: int
-    tick_p50_us: float
-    tick_p99_us: float
 
 
 class StreamPool:
@@ -230,15 +79,15 @@ class StreamPool:
 
     def __init__(
         self,
-        model: StreamingModel,
+        model: Model,
         *,
         clock: Clock = time.monotonic,
         capacity: int = 64,
-        graph: str = "auto",
+        graph: GraphChoice = "auto",
         state_on_device: bool | None = None,
     ) -> None:
         spec = model.spec
-        if model._batch_axis is None or any(s.batch_axis is None for s in spec.states):
+        if model.layout.batch_axis is None or any(s.batch_axis is None for s in spec.states):
             raise ValueError(
                 "a StreamPool batches streams along the batch axis; this model's data input "
                 "or a state has none (ModelIO batch_axis=None): use one Stream per key"
@@ -247,7 +96,7 @@ class StreamPool:
         self._clock = clock
         self._lock = threading.RLock()
         capacity = max(1, int(capacity))
-        self._store = _make_store(model, capacity, graph, state_on_device)
+        self._store = make_store(model, capacity, graph, state_on_device)
         self._last_seen = np.zeros(capacity, np.float64)
         self._steps = np.zeros(capacity, np.int64)
         self._slots: dict[Any, int] = {}
@@ -412,14 +261,14 @@ class StreamPool:
             keys = key_list(keys)
         except (TypeError, ValueError):
             with self._lock:
-                self._rejected += _row_count(xs)
+                self._rejected += row_count(xs)
             raise
         try:
             samples = check_batch(self.model.spec, keys, xs)
         except (ValueError, TypeError):
-            bad = _non_finite_rows(xs, len(keys), self.model.spec.sample_shape)
+            bad = non_finite_rows(xs, len(keys), self.model.spec.sample_shape)
             with self._lock:
-                self._rejected += len(bad) if bad else max(len(keys), _row_count(xs))
+                self._rejected += len(bad) if bad else max(len(keys), row_count(xs))
             raise
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
@@ -501,22 +350,17 @@ class StreamPool:
     def snapshot(self, key: Any) -> bytes:
         """One stream's state as ``Stream.snapshot()`` bytes (restorable by
         ``model.restore`` or another pool's ``restore``)."""
-        m = self.model
         with self._lock:
             slot = self._slot_of(key)
             rows = self._store.read(np.array([slot]))
-            states = {
-                s.input: m._batched_state(rows[s.input][0], s.batch_axis) for s in m.spec.states
-            }
             steps = int(self._steps[slot])
-        return m._encode_snapshot(states, steps)
+        return self.model.codec.encode({name: r[0] for name, r in rows.items()}, steps)
 
     def restore(self, key: Any, blob: bytes) -> None:
         """Open ``key`` from a snapshot. An open key raises ``ValueError``; a bad or
         foreign snapshot ``SnapshotError``."""
         key = canonical_key(key)
-        batched, steps = self.model._decode_snapshot(blob)
-        state = {k: self.model._unbatched_state(k, v) for k, v in batched.items()}
+        state, steps = self.model.codec.decode(blob)
         with self._lock:
             if key in self._slots:
                 raise ValueError(f"stream {key!r} is already open; close it before restoring")
@@ -567,22 +411,19 @@ class StreamPool:
         with self._lock:
             keys = list(self._slots)
             slots = np.fromiter(self._slots.values(), np.int64, len(keys))
-            arrays: dict[str, np.ndarray] = {
-                f"state:{name}": rows for name, rows in self._store.read(slots).items()
-            }
-            arrays["idle"] = self._clock() - self._last_seen[slots]
-            arrays["steps"] = self._steps[slots]
-            extra = {"keys": [encode_key(k) for k in keys]}
-        return _snapshot.encode(_POOL_KIND, self.model.spec.fingerprint, arrays, extra)
+            states = self._store.read(slots)
+            idle = self._clock() - self._last_seen[slots]
+            steps = self._steps[slots]
+        return poolfile.encode(self.model.spec.fingerprint, keys, states, steps, idle)
 
     @classmethod
     def load(
         cls,
-        model: StreamingModel,
+        model: Model,
         path: str | os.PathLike[str],
         *,
         clock: Clock = time.monotonic,
-        graph: str = "auto",
+        graph: GraphChoice = "auto",
         state_on_device: bool | None = None,
     ) -> StreamPool:
         """A pool from ``save``'s file; streams continue bit-exact. A corrupt,
@@ -602,64 +443,26 @@ class StreamPool:
     @classmethod
     def from_bytes(
         cls,
-        model: StreamingModel,
+        model: Model,
         blob: bytes,
         *,
         clock: Clock = time.monotonic,
-        graph: str = "auto",
+        graph: GraphChoice = "auto",
         state_on_device: bool | None = None,
         what: str = "pool file",
         quote: bool = True,
     ) -> StreamPool:
         """A pool from ``to_bytes``' bytes (see ``load``). ``what`` names the bytes in
         messages; ``quote=False`` keeps the bytes' contents out of them."""
-        arrays, extra = _snapshot.decode(
-            blob, _POOL_KIND, model.spec.fingerprint, what=what, quote=quote
-        )
-        spec = model.spec
-        try:
-            keys = [decode_key(k) for k in extra["keys"]]
-            for k in keys:
-                check_key(k)
-        except Exception as e:  # a crafted key table: any error means the same
-            raise SnapshotError(f"{what} has malformed keys: {e!r}") from None
-        n = len(keys)
-        expected = {f"state:{s.input}": (n, *spec.state_shapes[s.input]) for s in spec.states}
-        expected.update(idle=(n,), steps=(n,))
-        got = {k: v.shape for k, v in arrays.items()}
-        if got != expected or len(set(keys)) != n:
-            raise SnapshotError(
-                f"{what} does not fit this model: arrays {got}, expected {expected}"
-            )
-        # The values the pool will hold, in the dtypes it holds them: a file this runtime
-        # wrote has exactly these (a float64 1e300 state would be inf in float32).
-        dtypes = {f"state:{s.input}": spec.state_dtypes[s.input] for s in spec.states}
-        dtypes.update(idle=np.dtype(np.float64), steps=np.dtype(np.int64))
-        other = [f"{k} {v.dtype}" for k, v in arrays.items() if v.dtype != dtypes[k]]
-        if other:
-            wanted = ", ".join(f"{k} {v}" for k, v in dtypes.items())
-            raise SnapshotError(f"{what} stores {', '.join(other)}; a pool file holds {wanted}")
-        with np.errstate(all="ignore"):  # crafted arrays: the checks answer, not warnings
-            not_finite = [
-                name
-                for name, a in arrays.items()
-                if a.dtype.kind == "f" and not np.isfinite(a).all()
-            ]
-            bad_steps = bool(((arrays["steps"] < 0) | (arrays["steps"] > MAX_STEPS)).any())
-            negative_idle = bool((arrays["idle"] < 0).any())
-        if not_finite or bad_steps or negative_idle:
-            raise SnapshotError(
-                f"{what} holds bad values: non-finite {not_finite}, step counts outside "
-                f"[0, {MAX_STEPS}] ({bad_steps}), or negative idle times ({negative_idle})"
-            )
+        file = poolfile.decode(model.spec, blob, what=what, quote=quote)
+        n = len(file.keys)
         pool = cls(
             model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device
         )
         now = clock()
-        idle, steps = arrays["idle"], arrays["steps"]
-        for i, key in enumerate(keys):
-            state = {s.input: arrays[f"state:{s.input}"][i] for s in spec.states}
-            pool._open_slot(key, now - float(idle[i]), int(steps[i]), state)
+        for i, key in enumerate(file.keys):
+            state = {name: rows[i] for name, rows in file.states.items()}
+            pool._open_slot(key, now - float(file.idle[i]), int(file.steps[i]), state)
         return pool
 
     # -- monitoring --------------------------------------------------------------

@@ -5,10 +5,10 @@ do the same five things: write a slot (open, restore), read slots (snapshots, sa
 grow, and tick: run one step of the given slots and put the new states back.
 
 - ``HostStates``: numpy arrays; a tick gathers the slots' rows, runs the pool's graph
-  (``batched.py``) and scatters the new rows back. Cost grows with the tick.
+  (``graphs.py``) and scatters the new rows back. Cost grows with the tick.
 - ``DeviceStates``: two device tensors (OrtValues), swapped every tick, and the
   pooled one-step graph (Gather, the cell, ScatterND) bound to them with IOBinding, so
-  the state never crosses to the host on a tick (DESIGN.md: "state kept on the
+  the state never crosses to the host on a tick (docs/design.md: "state kept on the
   device"). Writes from the host (open, restore) queue up and reach the device in one
   copy before the next tick; reads copy the state to the host once and serve from
   that copy until the next tick.
@@ -21,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .graphs import BatchedGraph
+from ..core.model import Model
+from ..core.session import CUDA
+from .graphs import BatchedGraph, check_graph_choice, choose_graph
 
-__all__ = ["DeviceStates", "HostStates"]
+__all__ = ["DeviceStates", "HostStates", "make_store"]
 
 Shapes = Mapping[str, tuple[int, ...]]
 Dtypes = Mapping[str, np.dtype[Any]]
@@ -133,3 +135,32 @@ class DeviceStates:
         self._current, self._spare = self._spare, self._current
         self._host = None
         return y
+
+
+def make_store(
+    model: Model, capacity: int, graph_choice: str, state_on_device: bool | None
+) -> HostStates | DeviceStates:
+    """Where a pool of ``model`` keeps its states: device-resident where asked (by
+    default: on CUDA, where the file carries the pooled graph), host arrays otherwise.
+    Only the graph that will serve the ticks is loaded."""
+    check_graph_choice(graph_choice)
+    spec = model.spec
+    wanted = state_on_device if state_on_device is not None else model.provider == CUDA
+    pooled = model.pooled_graph() if wanted and graph_choice != "sequence" else None
+    if state_on_device is None:
+        state_on_device = pooled is not None
+    if not state_on_device:
+        graph = choose_graph(model, graph_choice)
+        return HostStates(spec.state_shapes, spec.state_dtypes, capacity, graph)
+    if pooled is None:
+        raise ValueError(
+            "state_on_device needs the pooled one-step graph, which only this project's "
+            "GRU models carry (and graph='auto' or 'step')"
+        )
+    return DeviceStates(
+        pooled.session,
+        state=pooled.state,
+        shape=spec.state_shapes[pooled.state],
+        capacity=capacity,
+        device="cuda" if model.provider == CUDA else "cpu",
+    )

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.model import load
 from ..data.basic_motions import load_basic_motions
 from ..export.onnx_export import export_onnx, verify
+from ..fleet.model import load
 from ..formats.files import atomic_write_bytes
 from ..training.loop import GRUConfig, TrainOptions, evaluate, train
 

@@ -41,8 +41,8 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from ..core.model import StreamingModel
 from ..core.spec import ModelSpec
+from ..fleet.model import StreamingModel
 from ..fleet.pool import StreamPool
 
 __all__ = [

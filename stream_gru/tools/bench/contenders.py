@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ...core.model import StreamingModel
 from ...core.spec import ModelSpec
+from ...fleet.model import StreamingModel
 
 __all__ = [
     "by_hand_fleet",

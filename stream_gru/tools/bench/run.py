@@ -8,7 +8,7 @@ code a user would otherwise write, measured in one run, every contender on one t
   array / PyTorch eager on the same batch, each against the single-thread GEMM ceiling;
 - memory and CPU: RSS growth over long runs; the CPU of an idle process holding a model.
 
-Method (STYLE.md point 12): warm-up first, contenders alternate order between trials,
+Method (benchmarks/README.md): warm-up first, contenders alternate order between trials,
 medians of trials, p99 of single calls beside them. Timings are reported, never
 asserted. ``bench_report`` turns the results into the table, the goals, JSON and a plot.
 Nothing in the runtime imports this module.
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ...agreement import DEFAULT_RULE
-from ...core.model import StreamingModel, load
 from ...core.spec import ModelSpec
+from ...fleet.model import StreamingModel, load
 from .contenders import (
     by_hand_fleet,
     by_hand_step,

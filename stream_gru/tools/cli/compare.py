@@ -1,58 +1,52 @@
-"""The ``stream-gru compare`` subcommand: its arguments and the command, thin over
-``compare`` (two model files, runtime only) and ``compare_cells`` (GRU vs LSTM).
+"""``stream-gru compare``: two questions, two subcommands.
 
-Kept apart from ``cli`` so that the command line stays one page per concern; parsing
-imports neither torch nor onnxruntime.
+    stream-gru compare cells DATA [options]               GRU or LSTM for my data?
+    stream-gru compare models OLD.onnx NEW.onnx --data F  is the new version the same?
+
+The old spellings (``compare DATA`` and ``compare OLD NEW --data F``) still work: the
+command line rewrites them (``legacy_argv``) and says so on stderr. Parsing imports
+neither torch nor onnxruntime.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .main import (
+from .common import (
     HelpFormatter,
-    add_tolerance_options,
-    add_train_options,
-    check_dropout,
+    RawHelpFormatter,
     check_output_folder,
     positive_int,
     train_extra_hint,
+)
+from .options import (
+    add_data_options,
+    add_tolerance_options,
+    add_train_options,
+    check_dropout,
     train_options,
 )
 
-__all__ = ["EXIT_DIFFERENT", "EXIT_TROUBLE", "add_compare_parser", "cmd_compare"]
+__all__ = ["EXIT_DIFFERENT", "EXIT_TROUBLE", "add_parser", "legacy_argv"]
 
 EXIT_DIFFERENT = 1  # the two models' outputs differ beyond the tolerance (or verify failed)
 EXIT_TROUBLE = 2  # cannot compare: other features/outputs, missing columns, unreadable files
+MODES = ("cells", "models")
 
 _DEFAULT_OUT = Path("runs/compare")
 
-USAGE = """stream-gru compare DATA [--target COL] [training options] [--out DIR] [--json PATH]
-       stream-gru compare OLD.onnx NEW.onnx --data FILE [--sequence-column COL]
-                          [--target COL] [--atol A] [--rtol R] [--json PATH]"""
-
 DESCRIPTION = """\
-Two questions, told apart by the number of paths.
+Two questions:
 
-GRU or LSTM for my data? `compare DATA`: trains a GRU and an LSTM with the same budget
-(hidden size, layers, epochs, patience, seed, hence the same training/validation split),
-exports and verifies both (DIR/gru/, DIR/lstm/), then prints them side by side:
-parameters, training time, the held-out metric (accuracy for classification, MAE for
-regression, as train reports them), ONNX file size, the median latency of one
-Stream.step and the stream-steps/s of a StreamPool tick over a fleet (one thread, CPU).
-DATA is a CSV (with --target), an NPZ, or `basicmotions` for the embedded BasicMotions
-data (its test recordings are scored too). Writes DIR/compare.json. Needs the train
-extra.
+  stream-gru compare cells DATA             GRU or LSTM for my data? (train extra)
+  stream-gru compare models OLD NEW --data  is the new model version the same? (runtime)
 
-Is the new model version the same? `compare OLD.onnx NEW.onnx --data FILE`: streams
-every recording of FILE (CSV or NPZ; --sequence-column cuts a CSV into recordings)
-through both models step by step, each recording from a fresh state, finding the
-feature columns by the models' feature names. Reports the largest absolute and
-relative differences, the steps beyond --atol + --rtol * |old| and the first of them,
-and both models' metrics where FILE has their target column. Needs only the runtime.
+`stream-gru compare cells --help` and `stream-gru compare models --help` say more. The
+old spellings `compare DATA` and `compare OLD.onnx NEW.onnx --data FILE` still work.
 """
 
 EPILOG = """\
@@ -62,100 +56,104 @@ compared (other features, outputs or task; a column missing from the data; an
 unreadable file), with a message naming what differs.
 """
 
-# Options that belong to one mode only; given in the other they are a usage error.
-_TWO_MODEL_OPTIONS = ("data", "atol", "rtol")
-# declared with train's options, used by both modes
-_SHARED = ("sequence_column", "target", "missing", "delimiter")
 
-
-def add_compare_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``compare`` to the subcommands ``sub`` of the ``stream-gru`` parser."""
+def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "compare",
-        help="GRU vs LSTM on your data, or: does a new model version give the same outputs?",
-        usage=USAGE,
+        help="GRU vs LSTM on your data (cells), or: does a new model version give the same "
+        "outputs? (models)",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=_Formatter,
+        formatter_class=RawHelpFormatter,
     )
-    p.add_argument(
-        "paths",
-        nargs="+",
-        type=Path,
-        metavar="PATH",
-        help="DATA (GRU vs LSTM), or OLD.onnx NEW.onnx (two models)",
-    )
-    two = p.add_argument_group("two models (OLD.onnx NEW.onnx)")
-    two.add_argument(
-        "--data", type=Path, metavar="FILE", help="recorded data to stream: .csv or .npz"
-    )
-    add_tolerance_options(two, what="the old model's output")
-    cells = p.add_argument_group(
-        "GRU vs LSTM (DATA)",
-        "The options of train, but --cell. --sequence-column, --target, --missing and\n"
-        "--delimiter serve two models too: there --target names the column the metrics\n"
-        "are computed on (default: the models' own target; NPZ: y) and\n"
-        "--sequence-column defaults to the models' own.",
-    )
-    add_train_options(cells, cell=False)
-    cells.add_argument(
-        "--out", type=Path, metavar="DIR", help=f"output directory (default: {_DEFAULT_OUT})"
-    )
-    cells.add_argument(
-        "--verify-steps",
-        type=positive_int,
-        default=10_000,
-        help="chained steps of each model's verify",
-    )
-    cells.add_argument(
-        "--fleet-streams",
-        type=positive_int,
-        default=1024,
-        help="streams in the StreamPool whose ticks are timed",
-    )
-    cells_only = tuple(a.dest for a in cells._group_actions if a.dest not in _SHARED)
-    both = p.add_argument_group("both")
-    both.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
-    both.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_compare, compare_parser=p, compare_cells_only=cells_only)
+    modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
+    _add_cells(modes)
+    _add_models(modes)
     return p
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
-    pass
-
-
-def _given(p: argparse.ArgumentParser, args: argparse.Namespace, dests: Any) -> list[str]:
-    """The flags among ``dests`` whose values differ from their defaults."""
-    flags = []
-    for action in p._actions:
-        if action.dest in dests and getattr(args, action.dest) != action.default:
-            flags.append(action.option_strings[0])
-    return flags
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    p: argparse.ArgumentParser = args.compare_parser
-    check_output_folder(args.json, "--json")
-    if len(args.paths) == 2:
-        wrong = _given(p, args, args.compare_cells_only)
-        if wrong:
-            p.error(f"{', '.join(wrong)}: for GRU vs LSTM (compare DATA), not for two models")
-        if args.data is None:
-            p.error("two models are compared on recorded data: give --data FILE (.csv or .npz)")
-        return _trouble_is_2(lambda: _two_models(args))
-    if len(args.paths) == 1:
-        wrong = _given(p, args, _TWO_MODEL_OPTIONS)
-        if wrong:
-            p.error(f"{', '.join(wrong)}: for two models (compare OLD.onnx NEW.onnx)")
-        return _trouble_is_2(lambda: _cells(args))
-    p.error(
-        f"expected DATA (GRU vs LSTM) or OLD.onnx NEW.onnx (two models), got {len(args.paths)} "
-        "paths"
+def _add_cells(modes: Any) -> None:
+    p = modes.add_parser(
+        "cells",
+        help="train a GRU and an LSTM with one budget and compare them",
+        description=(
+            "Train a GRU and an LSTM with the same budget (hidden size, layers, epochs, "
+            "patience, seed, hence the same training/validation split), export and verify "
+            "both (DIR/gru/, DIR/lstm/), then print them side by side: parameters, training "
+            "time, the held-out metric (accuracy for classification, MAE for regression, as "
+            "train reports them), ONNX file size, the median latency of one Stream.step and "
+            "the stream-steps/s of a StreamPool tick over a fleet (one thread, CPU). DATA is "
+            "a CSV (with --target), an NPZ, or `basicmotions` for the embedded BasicMotions "
+            "data (its test recordings are scored too). Writes DIR/compare.json. Needs the "
+            "train extra."
+        ),
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
     )
+    p.add_argument("data", type=Path, metavar="DATA", help=".csv, .npz, or basicmotions")
+    add_data_options(p)
+    add_train_options(p, cell=False)
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"output directory (default: {_DEFAULT_OUT})"
+    )
+    p.add_argument(
+        "--verify-steps", type=positive_int, default=10_000,
+        help="chained steps of each model's verify",
+    )  # fmt: skip
+    p.add_argument(
+        "--fleet-streams", type=positive_int, default=1024,
+        help="streams in the StreamPool whose ticks are timed",
+    )  # fmt: skip
+    _add_common(p)
+    p.set_defaults(func=lambda args: _trouble_is_2(lambda: _cells(args)))
 
 
-def _trouble_is_2(command: Any) -> int:
+def _add_models(modes: Any) -> None:
+    p = modes.add_parser(
+        "models",
+        help="stream recorded data through two model versions and compare their outputs",
+        description=(
+            "Stream every recording of FILE (CSV or NPZ) through both models step by step, "
+            "each recording from a fresh state, finding the feature columns by the models' "
+            "feature names; a CSV is cut into recordings by --sequence-column, by default "
+            "the column the models were trained with. Report the largest absolute and "
+            "relative differences, the steps beyond the agreement rule (--atol + --rtol * "
+            "|old|) and the first of them, and both models' metrics where FILE has their "
+            "target column (--target: default the models' own). Needs only the runtime."
+        ),
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("old", type=Path, metavar="OLD.onnx")
+    p.add_argument("new", type=Path, metavar="NEW.onnx")
+    p.add_argument(
+        "--data", type=Path, required=True, metavar="FILE", help="recorded data: .csv or .npz"
+    )
+    add_data_options(p)
+    add_tolerance_options(p, what="the old model's output")
+    _add_common(p)
+    p.set_defaults(func=lambda args: _trouble_is_2(lambda: _models(args)))
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def legacy_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """``compare DATA ...`` -> ``compare cells DATA ...`` and ``compare OLD NEW --data
+    ...`` -> ``compare models OLD NEW --data ...``: the new argv, and a note for stderr
+    (None where nothing was rewritten)."""
+    args = list(argv)
+    if len(args) < 2 or args[0] != "compare" or args[1] in (*MODES, "-h", "--help"):
+        return args, None
+    mode = "models" if any(a == "--data" or a.startswith("--data=") for a in args) else "cells"
+    old = "compare OLD.onnx NEW.onnx --data FILE" if mode == "models" else "compare DATA"
+    note = f"stream-gru: `{old}` is now spelled `compare {mode} ...` (the old spelling still works)"
+    return [args[0], mode, *args[1:]], note
+
+
+def _trouble_is_2(command: Callable[[], int]) -> int:
     """Run ``command``; what keeps it from comparing exits 2 (1 means "different")."""
     from ...errors import StreamGRUError
 
@@ -166,14 +164,14 @@ def _trouble_is_2(command: Any) -> int:
         return EXIT_TROUBLE
 
 
-def _two_models(args: argparse.Namespace) -> int:
+def _models(args: argparse.Namespace) -> int:
+    check_output_folder(args.json, "--json")
     from ...data.csv_files import CsvOptions
     from ..compare.models import compare_models
 
-    old, new = args.paths
     result = compare_models(
-        old,
-        new,
+        args.old,
+        args.new,
         args.data,
         sequence_column=args.sequence_column,
         target=args.target,
@@ -190,6 +188,7 @@ def _two_models(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
+    check_output_folder(args.json, "--json")
     check_dropout(args, "stream-gru compare")
     try:
         import onnx  # noqa: F401
@@ -200,7 +199,7 @@ def _cells(args: argparse.Namespace) -> int:
     from ..compare.cells import compare_cells, load_compare_data
 
     data, test = load_compare_data(
-        args.paths[0],
+        args.data,
         target=args.target,
         features=args.features,
         sequence_column=args.sequence_column,

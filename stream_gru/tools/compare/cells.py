@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from ...core.model import StreamingModel, load
 from ...data.csv_files import Missing
 from ...data.dataset import load_training_data
 from ...data.recordings import SensorDataset
+from ...fleet.model import StreamingModel, load
 from ...formats.files import atomic_write_bytes
 from ...training.config import GRUConfig, TrainOptions
 from .data import stream_metrics

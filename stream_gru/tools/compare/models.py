@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from ...agreement import DEFAULT_ATOL, DEFAULT_RTOL, AgreementRule
-from ...core.model import StreamingModel, load
 from ...core.spec import ModelSpec
 from ...data.csv_files import DEFAULT_CSV, CsvOptions
 from ...data.recordings import Recording
 from ...errors import CompareError
+from ...fleet.model import StreamingModel, load
 from ...formats.files import atomic_write_bytes
-from ..progress import progress_bar
+from ...progress import progress_bar
 from .data import choose_sequence_column, read_features, read_targets, stream_metrics
 
 __all__ = [

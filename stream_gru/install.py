@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["checkout_root", "install_hint"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # stream_gru/
+_PACKAGE_DIR = Path(__file__).resolve().parent  # stream_gru/
 
 
 def checkout_root() -> Path | None:
