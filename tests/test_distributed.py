@@ -100,6 +100,42 @@ def test_ticks_equal_one_local_pool_bit_for_bit(twins):
     assert sum(s.stream_steps for s in stats) > 0 and all(s.checkpoints >= 2 for s in stats)
 
 
+def test_both_pools_answer_the_fleet_pool_interface_alike(twins):
+    """step_valid, state, steps, keys and stats(): what FleetPool promises, the same
+    answers from the sharded pool as from one local pool."""
+    from stream_gru.fleet.interface import FleetPool
+
+    members = [m for m in vars(FleetPool) if not m.startswith("_") or m in ("__contains__",)]
+    for pool in (twins.sharded, twins.local):
+        assert all(callable(getattr(pool, m, None)) or m == "model" for m in members), pool
+    for _ in range(3):
+        twins.tick()
+    samples = {"k1": np.ones(3, np.float32), "k2": np.array([np.nan, 0, 0], np.float32),
+               "nope": np.ones(3, np.float32), 1.5: np.ones(3, np.float32), 7: np.zeros(3)}
+    got, want = twins.sharded.step_valid(samples), twins.local.step_valid(samples)
+    assert list(got.outputs) == list(want.outputs) == ["k1", 7]
+    np.testing.assert_array_equal(np.array(list(got.outputs.values())),
+                                  np.array(list(want.outputs.values())))
+    assert got.rejected.keys() == want.rejected.keys() == {"k2", "nope", 1.5}
+    assert got.rejected["nope"] == "stream not open" and "finite" in got.rejected["k2"]
+    for key in ("k1", 7, ("site", 3), b"raw"):
+        assert twins.sharded.steps(key) == twins.local.steps(key) > 0
+        sharded_state, local_state = twins.sharded.state(key), twins.local.state(key)
+        assert sharded_state.keys() == local_state.keys()
+        for name in local_state:
+            np.testing.assert_array_equal(sharded_state[name], local_state[name])
+    with pytest.raises(KeyError, match="not open"):
+        twins.sharded.state("nope")
+    assert sorted(map(repr, twins.sharded.keys())) == sorted(map(repr, twins.local.keys()))
+    stats, local = twins.sharded.stats(), twins.local.stats()
+    assert isinstance(stats, sg.PoolStats) and len(stats) == len(stats.shards) == 3
+    assert stats.open_streams == local.open_streams == len(KEYS)
+    assert stats.stream_steps == local.stream_steps and stats.ticks == local.ticks
+    assert stats.rejected_samples == local.rejected_samples == 3
+    assert stats.capacity >= len(KEYS) and stats.tick_p50_us > 0
+    assert stats[0] is stats.shards[0] and sum(s.streams for s in stats) == len(KEYS)
+
+
 def test_more_shards_than_cores(gru_model):
     t = Twins(gru_model.onnx, shards=5)
     try:
@@ -182,7 +218,8 @@ class DiesWithTheNextCall:
 
 
 def _dies_with_next_call(pool, shard):
-    pool._shards[shard].actor = DiesWithTheNextCall(pool._shards[shard].actor)
+    handle = pool._actors.handles[shard]
+    handle.actor = DiesWithTheNextCall(handle.actor)
 
 
 @pytest.mark.parametrize("operation", ["tick", "checkpoint", "add_shard", "expire", "save", "open"])
@@ -353,7 +390,7 @@ def test_threads_take_turns(twins):
 def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
     twins, gru_model, tmp_path, monkeypatch
 ):
-    import stream_gru.distributed.sharded as distributed
+    import stream_gru.distributed.saves as distributed
 
     twins.tick()
     twins.sharded.save(tmp_path / "fleet")
@@ -388,7 +425,7 @@ def test_a_save_that_dies_before_its_manifest_leaves_the_previous_save_whole(
 def test_an_interrupted_call_makes_the_pool_refuse_every_call(twins, monkeypatch):
     """Ctrl-C while shards run a tick: they may have stepped, so the driver cannot
     vouch for any state; it says so instead of serving what it cannot know."""
-    import stream_gru.distributed.sharded as distributed
+    import stream_gru.distributed.actors as distributed
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

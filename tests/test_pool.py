@@ -187,6 +187,18 @@ def test_keys_and_membership(model):
         pool.close("x")
 
 
+def test_open_many_opens_all_or_none(model):
+    pool = sg.StreamPool(model, capacity=2)  # grows while it opens
+    pool.open_many(np.arange(5))
+    assert pool.keys() == [0, 1, 2, 3, 4] and pool.stats().capacity == 8
+    for keys, error in ((["a", 3], ValueError), (["a", "a"], ValueError), (["a", 1.5], TypeError)):
+        with pytest.raises(error):
+            pool.open_many(keys)
+        assert "a" not in pool and len(pool) == 5
+    pool.open_many([])
+    assert len(pool) == 5
+
+
 def test_slots_are_reused_and_the_pool_grows(model, graph, rng):
     pool = _pool(model, graph)
     for i in range(200):  # past the initial capacity of 64

@@ -8,6 +8,6 @@ Imports: ray; from the package ``fleet``, ``core``, ``formats`` and the base mod
 
 from ..errors import ShardError
 from .shard import Recovery, ShardStats
-from .sharded import MANIFEST, ShardedPool
+from .sharded import MANIFEST, ShardedPool, ShardedPoolStats
 
-__all__ = ["MANIFEST", "Recovery", "ShardError", "ShardStats", "ShardedPool"]
+__all__ = ["MANIFEST", "Recovery", "ShardError", "ShardStats", "ShardedPool", "ShardedPoolStats"]

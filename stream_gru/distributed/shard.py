@@ -4,13 +4,13 @@ A shard owns one ``StreamPool`` and applies the driver's operations to it, one a
 time, in the order sent. Every operation is all or nothing: it checks its keys before it
 changes a stream, so an operation that raises changed nothing, and replaying the
 driver's log from a checkpoint repeats exactly what happened. This module imports no
-Ray: the driver (``distributed.py``) makes the actor class.
+Ray: the driver (``actors.py``) makes the actor class.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,23 @@ from ..core.spec import ModelIO
 from ..fleet.graphs import GraphChoice
 from ..fleet.model import load_bytes
 from ..fleet.pool import StreamPool
+from ..fleet.ticks import PoolStats
 from ..formats.files import atomic_write_bytes
+from .messages import (
+    Checkpoint,
+    Close,
+    Expire,
+    Message,
+    Open,
+    ReadStates,
+    ReadStats,
+    Restore,
+    Snapshot,
+    Step,
+    Take,
+)
 
-__all__ = ["Op", "Recovery", "Shard", "ShardSettings", "ShardStats"]
-
-# An operation as the driver logs it and a shard applies it: (name, *arguments).
-Op = tuple[Any, ...]
+__all__ = ["Recovery", "Shard", "ShardSettings", "ShardStats", "ShardedPoolStats"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,25 @@ class ShardStats:
 
 
 @dataclass(frozen=True)
+class ShardedPoolStats(PoolStats):
+    """``PoolStats`` of the whole sharded pool (ticks and latencies as the driver saw
+    them; capacity summed over the shards), and ``shards``: each shard's counters.
+    Iterating it, ``len`` and indexing give the shards, as ``stats()`` did when it
+    returned their list."""
+
+    shards: tuple[ShardStats, ...] = ()
+
+    def __iter__(self) -> Iterator[ShardStats]:
+        return iter(self.shards)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, index: int) -> ShardStats:
+        return self.shards[index]
+
+
+@dataclass(frozen=True)
 class ShardSettings:
     """How every shard loads the model and runs its pool."""
 
@@ -74,58 +104,63 @@ class Shard:
                 self.model, blob, graph=settings.graph, what="shard checkpoint"
             )
 
-    def apply(self, op: Op) -> Any:
-        """Apply one operation and return its result:
+    def apply(self, op: Message) -> Any:
+        """Apply one operation (``messages.py``) and return its result:
 
-        - ``("step", keys, X)`` -> (outputs, seconds spent in the pool's tick)
-        - ``("open", keys)``, ``("close", keys)``, ``("restore", keys, blobs)`` -> None
-        - ``("snapshot", keys)`` -> their snapshots; ``("take", keys)`` -> the same, and
-          the keys close (the first half of a move)
-        - ``("expire", idle_seconds)`` -> {key: snapshot} of the streams it closed
-        - ``("checkpoint", path or None)`` -> the path written (or the ``OSError`` that
-          stopped it), or the pool file's bytes
+        - ``Step`` -> (outputs, seconds spent in the pool's tick)
+        - ``Open``, ``Close``, ``Restore`` -> None
+        - ``Snapshot``, ``Take`` -> the keys' snapshots (``Take`` then closes them)
+        - ``Expire`` -> {key: snapshot} of the streams it closed
+        - ``Checkpoint`` -> the path written (or the ``OSError`` that stopped it: nothing
+          changed), or the pool file's bytes
+        - ``ReadStates`` -> [(state, steps)] of the keys; ``ReadStats`` -> ``PoolStats``
         """
-        name, *args = op
         pool = self.pool
-        if name == "step":
-            keys, xs = args
+        if isinstance(op, Step):
             start = time.perf_counter()
-            ys = pool.step_batch(keys, xs)
+            ys = pool.step_batch(op.keys, op.xs)
             return ys, time.perf_counter() - start
-        if name == "open":
-            self._require(args[0], is_open=False)
-            for key in args[0]:
+        if isinstance(op, Open):
+            self._require(op.keys, is_open=False)
+            for key in op.keys:
                 pool.open(key)
             return None
-        if name == "restore":
-            self._require(args[0], is_open=False)
-            for blob in args[1]:
+        if isinstance(op, Restore):
+            self._require(op.keys, is_open=False)
+            for blob in op.blobs:
                 self.model.codec.decode(blob)  # a bad one raises before any opens
-            for key, blob in zip(args[0], args[1], strict=True):
+            for key, blob in zip(op.keys, op.blobs, strict=True):
                 pool.restore(key, blob)
             return None
-        if name in ("close", "snapshot", "take"):
-            self._require(args[0], is_open=True)
-            blobs = [pool.snapshot(key) for key in args[0]] if name != "close" else None
-            if name != "snapshot":
-                for key in args[0]:
+        if isinstance(op, (Close, Snapshot, Take, ReadStates)):
+            self._require(op.keys, is_open=True)
+            if isinstance(op, ReadStates):
+                return [(pool.state(key), pool.steps(key)) for key in op.keys]
+            blobs = None if isinstance(op, Close) else [pool.snapshot(key) for key in op.keys]
+            if not isinstance(op, Snapshot):
+                for key in op.keys:
                     pool.close(key)
             return blobs
-        if name == "expire":
-            return pool.expire(args[0])
-        if name == "checkpoint":  # an OSError is returned, not raised: nothing changed
-            blob = pool.to_bytes()
-            if args[0] is None:
-                return blob
-            try:  # the pool's checkpoint_dir: an output folder, made again if it went
-                Path(args[0]).parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(args[0], blob)
-            except OSError as e:
-                return e
-            return args[0]
-        raise ValueError(f"unknown shard operation {name!r}")
+        if isinstance(op, Expire):
+            return pool.expire(op.idle_seconds)
+        if isinstance(op, Checkpoint):
+            return self._checkpoint(op.path)
+        if isinstance(op, ReadStats):
+            return pool.stats()
+        raise TypeError(f"unknown shard operation {op!r:.80}")
 
-    def replay(self, ops: Sequence[Op]) -> Any:
+    def _checkpoint(self, path: str | None) -> bytes | str | OSError:
+        blob = self.pool.to_bytes()
+        if path is None:
+            return blob
+        try:  # the pool's checkpoint_dir: an output folder, made again if it went
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, blob)
+        except OSError as e:
+            return e
+        return path
+
+    def replay(self, ops: Sequence[Message]) -> Any:
         """Apply ``ops`` in order; the last one's result."""
         result = None
         for op in ops:

@@ -28,15 +28,13 @@ from ..errors import SnapshotError
 from ..formats.files import NotARegularFile, atomic_write_bytes, read_regular
 from . import poolfile
 from .graphs import GraphChoice
+from .interface import FleetPool
 from .keys import (
     PLAIN_KEY_TYPES,
     canonical_key,
     canonical_samples,
-    check_key,
-    is_key,
     key_in,
     key_list,
-    key_token,
     split_refused,
 )
 from .stores import DeviceStates, make_store
@@ -46,24 +44,10 @@ from .ticks import (
     check_batch,
     check_idle_seconds,
     check_samples,
-    non_finite_rows,
-    row_count,
+    refused_rows,
 )
 
-__all__ = [
-    "PLAIN_KEY_TYPES",
-    "PoolStats",
-    "StreamPool",
-    "TickResult",
-    "canonical_key",
-    "check_batch",
-    "check_key",
-    "check_samples",
-    "is_key",
-    "key_in",
-    "key_list",
-    "key_token",
-]
+__all__ = ["PoolStats", "StreamPool", "TickResult"]
 
 Clock = Callable[[], float]
 _LATENCY_WINDOW = 1024
@@ -150,6 +134,24 @@ class StreamPool:
             if key in self._slots:
                 raise ValueError(f"stream {key!r} is already open")
             self._open_slot(key, self._clock(), 0, None)
+
+    def open_many(self, keys: Sequence[Any]) -> None:
+        """Open several streams at the initial state: all of them, or none (an open or
+        repeated key raises ``ValueError``, a key of a refused type ``TypeError``)."""
+        keys = key_list(keys)
+        with self._lock:
+            taken = [k for k in keys if k in self._slots]
+            if taken or len(set(keys)) != len(keys):
+                raise ValueError(f"streams already open or named twice: {taken[:20]!r}")
+            now, opened = self._clock(), []
+            try:
+                for key in keys:
+                    self._open_slot(key, now, 0, None)
+                    opened.append(key)
+            except BaseException:
+                for key in opened:
+                    self.close(key)
+                raise
 
     def close(self, key: Any) -> None:
         """Close a stream; its slot is reused. An unknown key raises ``KeyError``."""
@@ -257,18 +259,13 @@ class StreamPool:
         distinct (a numpy integer array of keys means the equal ints); ``X`` is checked
         whole (shape, dtype, NaN/Inf) before anything runs.
         """
+        named: list[Any] | None = None
         try:
-            keys = key_list(keys)
+            named = keys = key_list(keys)
+            samples = check_batch(self.model.spec, keys, xs)
         except (TypeError, ValueError):
             with self._lock:
-                self._rejected += row_count(xs)
-            raise
-        try:
-            samples = check_batch(self.model.spec, keys, xs)
-        except (ValueError, TypeError):
-            bad = non_finite_rows(xs, len(keys), self.model.spec.sample_shape)
-            with self._lock:
-                self._rejected += len(bad) if bad else max(len(keys), row_count(xs))
+                self._rejected += refused_rows(self.model.spec, named, xs)
             raise
         if not keys:
             return np.zeros((0, *self._output_tail()), np.float32)
@@ -481,3 +478,7 @@ class StreamPool:
                 tick_p50_us=float(p50),
                 tick_p99_us=float(p99),
             )
+
+
+def _is_a_fleet_pool(pool: StreamPool) -> FleetPool:
+    return pool  # mypy checks here that StreamPool satisfies FleetPool (make lint)

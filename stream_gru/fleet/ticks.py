@@ -24,6 +24,7 @@ __all__ = [
     "check_idle_seconds",
     "check_samples",
     "non_finite_rows",
+    "refused_rows",
     "row_count",
 ]
 
@@ -88,6 +89,16 @@ def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
     if samples.shape[0] != len(keys):
         raise ValueError(f"X has {samples.shape[0]} rows for {len(keys)} keys")
     return samples
+
+
+def refused_rows(spec: ModelSpec, keys: Sequence[Any] | None, xs: Any) -> int:
+    """How many samples a refused ``step_batch(keys, X)`` rejected: the rows that are
+    not finite where that was the fault, else every row (``keys`` None: the keys
+    themselves were refused)."""
+    if keys is None:
+        return row_count(xs)
+    bad = non_finite_rows(xs, len(keys), spec.sample_shape)
+    return len(bad) if bad else max(len(keys), row_count(xs))
 
 
 def check_samples(
