@@ -10,7 +10,6 @@ checks it against the graph onnxruntime actually loaded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,6 +18,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from .metadata import (
+    METADATA_KEY,
+    METADATA_VERSION,
+    POOL_METADATA_KEY,
+    STEP_METADATA_KEY,
+    count,
+    names,
+    normalization,
+    one_of,
+    optional_mapping,
+    optional_str,
+    read_metadata,
+)
 
 __all__ = [
     "METADATA_KEY",
@@ -32,10 +44,6 @@ __all__ = [
     "read_spec",
 ]
 
-METADATA_KEY = "stream_gru"
-STEP_METADATA_KEY = "stream_gru.step"  # the one-step graph, base64 (see step_graph.py)
-POOL_METADATA_KEY = "stream_gru.pool"  # its pooled variant, for state kept on a device
-METADATA_VERSION = 1
 
 Dim = int | str | None
 
@@ -261,29 +269,6 @@ def _fixed(shape: tuple[Dim, ...], what: str, source: str, hint: str) -> tuple[i
     return tuple(int(d) for d in shape)  # type: ignore[arg-type]
 
 
-def _metadata(meta_map: Mapping[str, str], source: str) -> dict[str, Any] | None:
-    raw = meta_map.get(METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not valid JSON: {e}") from None
-    except RecursionError:  # nested past Python's recursion limit: crafted
-        raise ModelError(
-            f"{source}: metadata '{METADATA_KEY}' is nested too deeply to be this project's"
-        ) from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"{source}: metadata '{METADATA_KEY}' is not a JSON object")
-    version = meta.get("format_version")
-    if version != METADATA_VERSION:
-        raise ModelError(
-            f"{source}: metadata format_version {version!r} is not supported "
-            f"(this runtime reads version {METADATA_VERSION})"
-        )
-    return meta
-
-
 def read_spec(
     *,
     inputs: Sequence[Any],
@@ -300,7 +285,7 @@ def read_spec(
     from the file. Raises ``ModelError`` naming what does not fit.
     """
     ins, outs = _tensor_infos(inputs), _tensor_infos(outputs)
-    meta = _metadata(metadata, source)
+    meta = read_metadata(metadata, source)
     if meta is None and io is None:
         raise ModelError(
             f"{source} has no stream-gru metadata (key '{METADATA_KEY}'), so the runtime "
@@ -342,7 +327,7 @@ def read_spec(
     declared = meta.get("input_size") if meta else io.input_size
     if meta:
         try:
-            declared = _count(declared, "input_size")
+            declared = count(declared, "input_size")
         except ValueError as e:
             raise ModelError(f"{source}: metadata has a bad field: {e}") from None
     if declared is not None and len(sample_dims) >= 1:
@@ -421,59 +406,6 @@ def read_spec(
     )
 
 
-def _count(value: Any, name: str, least: int = 1) -> int:
-    """A metadata size: an int (not a bool, not a string of one) of at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {value!r:.40}")
-    return value
-
-
-def _one_of(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r:.40}")
-    return str(value)
-
-
-def _normalization(value: Any) -> Mapping[str, tuple[float, ...]]:
-    """``{name: finite numbers}`` (lengths are checked against the sizes later)."""
-    if not isinstance(value, dict):
-        raise ValueError(f"normalization must be an object, got {value!r:.40}")
-    out = {}
-    for key, numbers in value.items():
-        if not isinstance(numbers, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-            for v in numbers
-        ):
-            raise ValueError(f"normalization {key!r} must be a list of finite numbers")
-        out[str(key)] = tuple(float(v) for v in numbers)
-    return MappingProxyType(out)
-
-
-def _names(value: Any, name: str) -> tuple[str, ...]:
-    """A list of distinct strings without control characters (a string itself is not a
-    list of names)."""
-    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
-        raise ValueError(f"{name} must be a list of strings, got {value!r:.60}")
-    if any(c < " " or c == "\x7f" for n in value for c in n):
-        raise ValueError(f"{name} holds a control character: {value!r:.60}")
-    twice = sorted({n for n in value if value.count(n) > 1})
-    if twice:
-        raise ValueError(f"{name} names {twice} more than once")
-    return tuple(value)
-
-
-def _optional_mapping(value: Any, name: str) -> Mapping[str, Any] | None:
-    if value is not None and not isinstance(value, dict):
-        raise ValueError(f"{name} must be an object, got {value!r:.40}")
-    return value
-
-
-def _optional_str(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"expected a string or null, got {value!r:.40}")
-
-
 def _own_spec(
     meta: dict[str, Any],
     io: ModelIO,
@@ -486,27 +418,27 @@ def _own_spec(
 ) -> ModelSpec:
     try:
         spec = ModelSpec(
-            input_size=_count(meta["input_size"], "input_size"),
-            output_size=_count(meta["output_size"], "output_size"),
-            hidden_size=_count(meta["hidden_size"], "hidden_size"),
-            num_layers=_count(meta["num_layers"], "num_layers"),
-            cell=_one_of(meta["cell"], "cell", ("gru", "lstm")),
-            task=_one_of(meta["task"], "task", ("regression", "classification")),
-            feature_names=_names(meta["feature_names"], "feature_names"),
-            output_names=_names(meta["output_names"], "output_names"),
+            input_size=count(meta["input_size"], "input_size"),
+            output_size=count(meta["output_size"], "output_size"),
+            hidden_size=count(meta["hidden_size"], "hidden_size"),
+            num_layers=count(meta["num_layers"], "num_layers"),
+            cell=one_of(meta["cell"], "cell", ("gru", "lstm")),
+            task=one_of(meta["task"], "task", ("regression", "classification")),
+            feature_names=names(meta["feature_names"], "feature_names"),
+            output_names=names(meta["output_names"], "output_names"),
             io=io,
             sample_shape=sample_shape,
             state_shapes=MappingProxyType(state_shapes),
             state_dtypes=MappingProxyType(state_dtypes),
             fingerprint=fingerprint,
-            normalization=_normalization(meta.get("normalization", {})),
-            target=_optional_str(meta.get("target")),
-            horizon=_count(meta.get("horizon", 0), "horizon", least=0),
+            normalization=normalization(meta.get("normalization", {})),
+            target=optional_str(meta.get("target")),
+            horizon=count(meta.get("horizon", 0), "horizon", least=0),
             training=MappingProxyType(dict(meta.get("training", {}))),
             format_version=int(meta["format_version"]),
-            step_graph=_optional_mapping(meta.get("step_graph"), "step_graph"),
-            pool_graph=_optional_mapping(meta.get("pool_graph"), "pool_graph"),
-            sequence_column=_optional_str(meta.get("sequence_column")),
+            step_graph=optional_mapping(meta.get("step_graph"), "step_graph"),
+            pool_graph=optional_mapping(meta.get("pool_graph"), "pool_graph"),
+            sequence_column=optional_str(meta.get("sequence_column")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{source}: metadata is missing or has a bad field: {e!r}") from None
