@@ -2,7 +2,7 @@
 StreamPool, and what sharding costs per tick.
 
     python benchmarks/sharded.py                  # the full run, about a minute on 2 cores
-    python benchmarks/sharded.py --quick          # seconds (what tests/test_bench_sharded.py runs)
+    python benchmarks/sharded.py --quick          # seconds (tests/tools/test_bench_sharded.py)
     python benchmarks/sharded.py --shards 1,2 --streams 1024,65536 --json /tmp/sharded.json
 
 Model: the fleet-size GRU (I=8, H=64, L=1, O=4, ``gru-h64`` of ``make bench``) with seeded

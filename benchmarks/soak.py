@@ -1,7 +1,7 @@
 """The soak: a long run that must end exactly where PyTorch ends, with memory flat.
 
     python benchmarks/soak.py                 # the full soak, about two minutes
-    python benchmarks/soak.py --quick         # seconds (what tests/test_bench.py runs)
+    python benchmarks/soak.py --quick         # seconds (what tests/tools/test_bench.py runs)
 
 1. One stream, 1,000,000 chained ``Stream.step`` calls; every output is compared with
    PyTorch (float64) run over the whole sequence.

@@ -10,7 +10,7 @@ below 0.35, as Silero's own get_speech_timestamps does). Last, N copies of the c
 through one StreamPool, one batched call per chunk, and the throughput is printed.
 
     .venv/bin/pip install --no-deps silero-vad==6.2.3   # only its ONNX file is used
-    .venv/bin/python examples/silero_vad.py [--wav tests/data/speech_16k.wav] [--streams 64]
+    .venv/bin/python examples/silero_vad.py [--wav tests/assets/speech_16k.wav] [--streams 64]
 
 Needs only numpy and onnxruntime (the silero_vad package itself is never imported).
 """
@@ -32,7 +32,7 @@ import stream_gru as sg
 RATE = 16_000  # Hz; the model also takes 8 kHz with 256 + 32 samples, not used here
 NEW, CONTEXT = 512, 64  # samples per chunk, and samples of the previous chunk in front
 CHUNK_S = NEW / RATE
-CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech_16k.wav"
+CLIP = Path(__file__).resolve().parent.parent / "tests" / "assets" / "speech_16k.wav"
 
 SILERO_IO = sg.ModelIO(
     input="input",
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=CLIP,
         metavar="PATH",
-        help="16 kHz mono 16-bit PCM WAV (default: tests/data/speech_16k.wav)",
+        help="16 kHz mono 16-bit PCM WAV (default: tests/assets/speech_16k.wav)",
     )
     parser.add_argument(
         "--streams",

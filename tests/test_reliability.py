@@ -3,11 +3,11 @@
 Each case runs one bad call against a "world" of live streams (three ``Stream``s and a
 pool of five, all with history) and asserts three things: the exact error type, a
 message naming the bad value (and, where there is one, the expected one), and every
-stream's state and step count unchanged afterwards. README.md ("Bad input") lists the
-cases by id; ``test_the_readme_lists_every_case`` keeps the two in step.
+stream's state and step count unchanged afterwards. docs/errors.md lists the
+cases by id; ``test_the_docs_list_every_case`` keeps the two in step.
 
-test_errors.py holds the exhaustive variants (every byte of a snapshot flipped, every
-model-file edit); tests/test_fuzz.py the random ones.
+tests/core/test_errors.py holds the exhaustive variants (every byte of a snapshot flipped, every
+model-file edit); tests/fleet/test_fuzz.py the random ones.
 """
 
 from __future__ import annotations
@@ -310,10 +310,10 @@ def test_the_catalogue_is_big_and_its_ids_unique():
     assert len({c.id for c in CASES}) == len(CASES)
 
 
-def test_the_readme_lists_every_case():
-    readme = (ROOT / "README.md").read_text()
-    missing = [c.id for c in CASES if f"`{c.id}`" not in readme]
-    assert not missing, f"README.md does not list these bad-input cases: {missing}"
+def test_the_docs_list_every_case():
+    listed = (ROOT / "docs" / "errors.md").read_text()
+    missing = [c.id for c in CASES if f"`{c.id}`" not in listed]
+    assert not missing, f"docs/errors.md does not list these bad-input cases: {missing}"
 
 
 def test_a_good_call_after_every_bad_one_still_matches_a_clean_twin(world):

@@ -4,5 +4,5 @@ axis layout and state codec of a model, and ``Model``/``Stream`` themselves.
 Imports: numpy, onnxruntime; from the package ``formats`` and the base modules
 (``errors``, ``agreement``). Never ``fleet`` or anything above (checked by ``make
 lint``): what a pool needs from a model is public here (``AxisLayout``, ``StateCodec``,
-``Model.run``, ``Model.embedded_session``).
+``Model.run``, ``Model.one_step_graph()``, ``Model.pooled_graph()``).
 """

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +146,3 @@ def check_against(
                 f"{source} does not compute what the model's own graph computes (step {t} "
                 f"of a check on {streams} streams): the file was changed after export"
             )
-
-
-def zeros_like_batch(initial: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    """``n`` streams' zero states, batch-major."""
-    return {k: np.zeros((n, *v.shape), v.dtype) for k, v in initial.items()}
-
-
-def tensor_names(pairs: Sequence[tuple[str, str, str]]) -> list[str]:
-    return [name for name, _, _ in pairs]

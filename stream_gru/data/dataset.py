@@ -8,7 +8,7 @@ a live stream, one step after another, so recordings are never shuffled row by r
 This module needs only numpy (no torch), so data can be checked without the
 ``train`` extra's heavy dependencies.
 
-The types live in ``recordings`` and the file readers in ``csv_data`` and ``loaders``;
+The types live in ``recordings`` and the file readers in ``csv_files`` and ``npz``;
 this module holds ``load_dataset``, the splits and the normalization, and re-exports
 the rest.
 """

@@ -1,6 +1,6 @@
 """NPZ files -> ``SensorDataset`` (``load_npz``), and what both file readers share:
 the task, the horizon, label encoding, target shifting, the dataset's final checks.
-CSV files are read by ``csv_data.load_csv``.
+CSV files are read by ``csv_files.load_csv``.
 
 This module needs only numpy (no torch).
 """

@@ -10,7 +10,7 @@ code a user would otherwise write, measured in one run, every contender on one t
 
 Method (benchmarks/README.md): warm-up first, contenders alternate order between trials,
 medians of trials, p99 of single calls beside them. Timings are reported, never
-asserted. ``bench_report`` turns the results into the table, the goals, JSON and a plot.
+asserted. ``report`` turns the results into the table, the goals, JSON and a plot.
 Nothing in the runtime imports this module.
 """
 

@@ -6,7 +6,7 @@ verifies both, then measures both through the runtime, and prints them side by s
 parameters, training time, the held-out metric, the ONNX file's size, the latency of
 one ``Stream.step`` and the throughput of a ``StreamPool`` tick over a fleet.
 
-    from stream_gru.compare_cells import compare_cells, load_compare_data
+    from stream_gru.tools.compare.cells import compare_cells, load_compare_data
 
     data, test = load_compare_data("basicmotions")
     result = compare_cells(data, test=test, out_dir="runs/compare")

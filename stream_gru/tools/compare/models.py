@@ -6,7 +6,7 @@ them. The report gives the per-step divergence of the outputs (largest absolute 
 relative differences, where they occur, how many steps lie beyond the tolerance and the
 first of them) and, where the data has the models' target column, both models' metrics.
 
-    from stream_gru.compare import compare_models
+    from stream_gru.tools.compare.models import compare_models
 
     result = compare_models("old.onnx", "new.onnx", "recorded.csv", sequence_column="run")
     print(result.format())
@@ -18,7 +18,7 @@ reference); the defaults are those of ``verify``. Two float32 runs are compared,
 there is no float32 allowance. Models that take other features, give other outputs or
 solve another task cannot be compared: ``CompareError`` names the difference. So does
 data that lacks a feature column. Needs only the runtime (numpy and onnxruntime);
-``tqdm``, where installed, shows progress. The GRU-vs-LSTM mode lives in ``compare_cells``.
+``tqdm``, where installed, shows progress. The GRU-vs-LSTM mode lives in ``cells``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ by hand, the way Silero's own ``OnnxWrapper`` runs it: 512 new samples at 16 kHz
 the previous chunk's last 64 in front (64 zeros before the first chunk), the state
 ``(2, batch, 128)`` carried from call to call, ``sr`` fed on every call.
 
-The clip, ``tests/data/speech_16k.wav``, is 1 s of faint noise, a sentence spoken by
-espeak-ng, and 1 s of faint noise (``tests/data/README.md`` says how it was made).
+The clip, ``tests/assets/speech_16k.wav``, is 1 s of faint noise, a sentence spoken by
+espeak-ng, and 1 s of faint noise (``tests/assets/README.md`` says how it was made).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ except importlib.metadata.PackageNotFoundError:
         allow_module_level=True,
     )
 
-CLIP = Path(__file__).parent / "data" / "speech_16k.wav"
+CLIP = Path(__file__).resolve().parents[1] / "assets" / "speech_16k.wav"
 RATE, NEW, CONTEXT = 16_000, 512, 64  # samples per chunk, and in front of it
 CHUNK_S = NEW / RATE  # 32 ms
 SR = np.array(RATE, dtype=np.int64)

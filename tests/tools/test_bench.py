@@ -1,5 +1,5 @@
 """The benchmark runs end to end and reports every contender. Never asserts a speed:
-timings on shared machines are reported, not tested (STYLE.md point 12)."""
+timings on shared machines are reported, not tested (benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_runtime_does_not_import_the_benchmark() -> None:
 def test_quick_soak_passes_its_checks(tmp_path: Path) -> None:
     """The soak (benchmarks/soak.py) at its quick size: every check passes, and each
     figure the README quotes is in its JSON."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "soak.json"
     run = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "soak.py"), "--quick", "--json", str(out)],
@@ -104,7 +104,7 @@ def test_the_soak_notices_a_stream_that_lost_its_state(tmp_path: Path, monkeypat
 
     import stream_gru as sg
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = iu.spec_from_file_location("soak", root / "benchmarks" / "soak.py")
     soak = iu.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "soak", soak)  # dataclasses look their module up

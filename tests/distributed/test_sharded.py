@@ -110,12 +110,18 @@ def test_both_pools_answer_the_fleet_pool_interface_alike(twins):
         assert all(callable(getattr(pool, m, None)) or m == "model" for m in members), pool
     for _ in range(3):
         twins.tick()
-    samples = {"k1": np.ones(3, np.float32), "k2": np.array([np.nan, 0, 0], np.float32),
-               "nope": np.ones(3, np.float32), 1.5: np.ones(3, np.float32), 7: np.zeros(3)}
+    samples = {
+        "k1": np.ones(3, np.float32),
+        "k2": np.array([np.nan, 0, 0], np.float32),
+        "nope": np.ones(3, np.float32),
+        1.5: np.ones(3, np.float32),
+        7: np.zeros(3),
+    }
     got, want = twins.sharded.step_valid(samples), twins.local.step_valid(samples)
     assert list(got.outputs) == list(want.outputs) == ["k1", 7]
-    np.testing.assert_array_equal(np.array(list(got.outputs.values())),
-                                  np.array(list(want.outputs.values())))
+    np.testing.assert_array_equal(
+        np.array(list(got.outputs.values())), np.array(list(want.outputs.values()))
+    )
     assert got.rejected.keys() == want.rejected.keys() == {"k2", "nope", 1.5}
     assert got.rejected["nope"] == "stream not open" and "finite" in got.rejected["k2"]
     for key in ("k1", 7, ("site", 3), b"raw"):
@@ -478,3 +484,21 @@ def test_checkpoints_survive_a_save_into_their_folder_and_a_full_disk(gru_model,
         t.assert_same_states()
     finally:
         t.sharded.shutdown()
+
+
+def test_a_save_of_0_1_0_loads_and_continues_exactly(gru_model, tmp_path):
+    """Written by stream-gru 0.1.0 (commit 1841acf), before the layered layout."""
+    import shutil
+    from pathlib import Path
+
+    files = Path(__file__).resolve().parents[1] / "formats" / "files"
+    shutil.copytree(files / "gru-sharded-0.1.0", tmp_path / "fleet")
+    x = np.load(files / "expected-0.1.0.npz")["x"]
+    fleet = ShardedPool.load(gru_model.onnx, tmp_path / "fleet")
+    try:
+        keys = ["pump-1", 7, ("site", 3)]
+        assert fleet.shards == [0, 1] and set(fleet) == set(keys)
+        got = fleet.step_batch(keys, x[5:8])
+        np.testing.assert_array_equal(got, np.load(files / "gru-sharded-0.1.0-next.npy"))
+    finally:
+        fleet.shutdown()

@@ -301,25 +301,6 @@ def test_model_io_naming_constants_the_graph_lacks(gru_model):
         sg.load(gru_model.onnx, io=io)
 
 
-def test_atomic_writes_keep_or_give_normal_permissions(tmp_path):
-    import os
-    import stat
-
-    from stream_gru.formats.files import atomic_write_bytes
-
-    umask = os.umask(0o022)
-    try:
-        fresh = atomic_write_bytes(tmp_path / "new.bin", b"x")
-        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
-        kept = tmp_path / "old.bin"
-        kept.write_bytes(b"old")
-        kept.chmod(0o640)
-        atomic_write_bytes(kept, b"new")
-        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_bytes() == b"new"
-    finally:
-        os.umask(umask)
-
-
 def test_a_model_without_a_time_axis_feeds_chunks_of_any_length(tmp_path):
     """A stateful model that takes one step per call (ModelIO time_axis=None)."""
     onnx = pytest.importorskip("onnx")

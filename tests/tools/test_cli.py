@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 
 from stream_gru.tools.cli.main import build_parser, main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_csv(path: Path, rng: np.random.Generator) -> Path:

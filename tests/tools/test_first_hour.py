@@ -18,7 +18,7 @@ from stream_gru.cli import main
 
 torch = pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pump_csv(path: Path, machines: int = 8, steps: int = 40, delimiter: str = ",") -> Path:

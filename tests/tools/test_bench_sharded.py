@@ -1,6 +1,6 @@
 """benchmarks/sharded.py runs end to end and reports every contender. Never asserts a
-speed (STYLE.md point 12). It runs in a subprocess: it starts and stops its own Ray
-runtime, which must not meet the one tests/test_distributed.py keeps in this process."""
+speed (benchmarks/README.md). It runs in a subprocess: it starts and stops its own Ray
+runtime, which must not meet the one tests/distributed/test_sharded.py keeps in this process."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("torch")  # the benchmark exports its model on the fly
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sharded.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sharded.py"
 
 
 def _positive(x: Any) -> bool:
