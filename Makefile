@@ -13,7 +13,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 .PHONY: install demo test bench soak lint format clean help
 
 help:
-	@echo "make install  create .venv: torch (CPU), the package with its train and ray extras, test tools"
+	@echo "make install  create .venv: torch (CPU), the package with its train, ray and serve extras, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
 	@echo "make bench    the runtime against plain onnxruntime and PyTorch; Ray shards (a few minutes)"
@@ -27,7 +27,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH)
-	$(PIP) install -e ".[train,dev,ray]"
+	$(PIP) install -e ".[train,dev,ray,serve]"
 # --no-deps: only the ONNX file in the wheel is used (tests, examples); its deps would pull torch.
 	$(PIP) install --no-deps silero-vad==6.2.3
 	touch $@

@@ -9,9 +9,12 @@ corrupt or belongs to another model.
 from __future__ import annotations
 
 __all__ = [
+    "BatcherClosedError",
     "CompareError",
     "ExportError",
     "ModelError",
+    "QueueFullError",
+    "ServeError",
     "ShardError",
     "SnapshotError",
     "StreamGRUError",
@@ -44,3 +47,22 @@ class CompareError(StreamGRUError):
 class ShardError(StreamGRUError):
     """A shard of a ``ShardedPool`` died and could not be restarted, or refused what the
     driver sent: the pool can no longer vouch for its streams and refuses every call."""
+
+
+class QueueFullError(StreamGRUError):
+    """A ``Batcher``'s queue holds ``max_queue`` samples already: the sample was refused
+    at once, nothing queued (a server answers 503 with ``Retry-After``)."""
+
+
+class BatcherClosedError(StreamGRUError):
+    """A sample given to a ``Batcher`` that is closing or closed."""
+
+
+class ServeError(StreamGRUError):
+    """A request ``stream-gru serve`` refuses, with the HTTP status it answers
+    (``status``) and a machine-readable ``code`` (``"bad_sample"``, say)."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

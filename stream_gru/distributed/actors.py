@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ShardError
-from .messages import Checkpoint, Message, stepped_rows
-from .shard import Recovery, Shard, ShardSettings
+from .messages import Checkpoint, Message, ReadStats, stepped_rows
+from .shard import Recovery, Shard, ShardSettings, ShardStats
 
 try:
     import ray
@@ -154,6 +154,22 @@ class ShardActors:
             self.broken = "; ".join(failures)
             raise ShardError(self.broken)
         return results
+
+    def shard_stats(self, streams: Mapping[int, int]) -> tuple[ShardStats, ...]:
+        """Each shard's counters (``streams``: its open streams). Reads the shards'
+        capacities first where the shards can answer; else the last ones read stand."""
+        if self.broken is None and self.handles:
+            with contextlib.suppress(ShardError):
+                read = self.send(dict.fromkeys(self.handles, ReadStats()), log=False)
+                for sid, pool_stats in read.items():
+                    self.handles[sid].capacity = pool_stats.capacity
+        return tuple(
+            ShardStats(
+                sid, streams.get(sid, 0), h.stream_steps, h.busy_seconds, h.checkpoints,
+                h.recoveries,
+            )
+            for sid, h in sorted(self.handles.items())
+        )  # fmt: skip
 
     def due(self, every: int) -> bool:
         """Whether some shard's log holds ``every`` operations: time to checkpoint."""

@@ -2,7 +2,8 @@
 
 The driver logs the operations that change a shard's streams (``Open``, ``Close``,
 ``Restore``, ``Step``) since the shard's last checkpoint, and replays them into a
-restarted shard; the others read (``Snapshot``, ``ReadStates``, ``ReadStats``) or are
+restarted shard; the others read (``Snapshot``, ``ReadStates``, ``ReadSteps``,
+``ReadStats``) or are
 logged as what they turned out to do (``Take`` and ``Expire`` as the ``Close`` of the
 streams they closed, ``Checkpoint`` not at all). ``Shard.apply`` says what each returns.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "Open",
     "ReadStates",
     "ReadStats",
+    "ReadSteps",
     "Restore",
     "Snapshot",
     "Step",
@@ -96,12 +98,29 @@ class ReadStates:
 
 
 @dataclass(frozen=True)
+class ReadSteps:
+    """The step counts of ``keys`` (int64); nothing changes."""
+
+    keys: list[Any]
+
+
+@dataclass(frozen=True)
 class ReadStats:
     """The shard's ``PoolStats``; nothing changes."""
 
 
 Message = (
-    Open | Close | Restore | Step | Snapshot | Take | Expire | Checkpoint | ReadStates | ReadStats
+    Open
+    | Close
+    | Restore
+    | Step
+    | Snapshot
+    | Take
+    | Expire
+    | Checkpoint
+    | ReadStates
+    | ReadSteps
+    | ReadStats
 )
 
 

@@ -30,6 +30,7 @@ from .messages import (
     Open,
     ReadStates,
     ReadStats,
+    ReadSteps,
     Restore,
     Snapshot,
     Step,
@@ -113,7 +114,8 @@ class Shard:
         - ``Expire`` -> {key: snapshot} of the streams it closed
         - ``Checkpoint`` -> the path written (or the ``OSError`` that stopped it: nothing
           changed), or the pool file's bytes
-        - ``ReadStates`` -> [(state, steps)] of the keys; ``ReadStats`` -> ``PoolStats``
+        - ``ReadStates`` -> [(state, steps)] of the keys; ``ReadSteps`` -> their step
+          counts; ``ReadStats`` -> ``PoolStats``
         """
         pool = self.pool
         if isinstance(op, Step):
@@ -145,6 +147,8 @@ class Shard:
             return pool.expire(op.idle_seconds)
         if isinstance(op, Checkpoint):
             return self._checkpoint(op.path)
+        if isinstance(op, ReadSteps):
+            return pool.step_counts(op.keys)
         if isinstance(op, ReadStats):
             return pool.stats()
         raise TypeError(f"unknown shard operation {op!r:.80}")

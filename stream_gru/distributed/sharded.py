@@ -302,6 +302,19 @@ class ShardedPool:
         """Samples the stream has run since it was opened (kept by snapshots)."""
         return self._read_state(key)[1]
 
+    @_guarded
+    def step_counts(self, keys: Sequence[Any]) -> np.ndarray:
+        """The step counts of open, distinct ``keys``, in their order (int64)."""
+        keys = key_list(keys)
+        routes = self._keys.route(keys, check_distinct=True)
+        read = self._actors.send(
+            {sid: msg.ReadSteps(part) for sid, (_, part) in routes.items()}, log=False
+        )
+        out = np.zeros(len(keys), np.int64)
+        for sid, (rows, _) in routes.items():
+            out[rows] = read[sid]
+        return out
+
     def _read_state(self, key: Any) -> tuple[dict[str, np.ndarray], int]:
         sid = self.shard_of(key)
         read = self._actors.send({sid: msg.ReadStates([canonical_key(key)])}, log=False)
@@ -433,24 +446,12 @@ class ShardedPool:
         gives those too). Asks every shard for its capacity; an unusable pool answers
         from what the driver last knew."""
         with self._lock:
-            handles = self._actors.handles
-            if self._actors.broken is None and handles:
-                with contextlib.suppress(ShardError):
-                    read = self._actors.send(dict.fromkeys(handles, msg.ReadStats()), log=False)
-                    for sid, shard_stats in read.items():
-                        handles[sid].capacity = shard_stats.capacity
-            counts = self._keys.streams_per_shard()
-            shards = tuple(
-                ShardStats(
-                    sid, counts[sid], h.stream_steps, h.busy_seconds, h.checkpoints, h.recoveries
-                )
-                for sid, h in sorted(handles.items())
-            )
+            shards = self._actors.shard_stats(self._keys.streams_per_shard())
             recent = np.array(self._tick_seconds, np.float64) * 1e6
             p50, p99 = np.percentile(recent, [50, 99]) if len(recent) else (0.0, 0.0)
             return ShardedPoolStats(
                 open_streams=len(self._keys),
-                capacity=sum(h.capacity for h in handles.values()),
+                capacity=sum(h.capacity for h in self._actors.handles.values()),
                 ticks=self._ticks,
                 stream_steps=sum(s.stream_steps for s in shards),
                 rejected_samples=self._rejected + self._keys.refused,

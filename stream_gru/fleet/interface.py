@@ -78,6 +78,10 @@ class FleetPool(Protocol):
         """Samples the stream has run (kept by snapshots)."""
         ...
 
+    def step_counts(self, keys: Sequence[Any]) -> np.ndarray:
+        """The step counts of open, distinct ``keys``, in their order (int64)."""
+        ...
+
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
         """Close the streams idle for at least ``idle_seconds``; their snapshots."""
         ...

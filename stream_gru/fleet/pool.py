@@ -368,6 +368,13 @@ class StreamPool:
         with self._lock:
             return int(self._steps[self._slot_of(key)])
 
+    def step_counts(self, keys: Sequence[Any]) -> np.ndarray:
+        """The step counts of open, distinct ``keys`` (int64, in their order): after a
+        tick of the same keys, one lookup for all of them."""
+        keys = key_list(keys)
+        with self._lock:
+            return np.array(self._steps[self._slots_of(keys, check_distinct=True)])
+
     def state(self, key: Any) -> dict[str, np.ndarray]:
         """A copy of one stream's state, as ``Stream.state``."""
         with self._lock:

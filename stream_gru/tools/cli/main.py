@@ -7,14 +7,15 @@ Typical pipeline:
   stream-gru export runs/a/checkpoint.pt --out model.onnx
   stream-gru verify model.onnx --checkpoint runs/a/checkpoint.pt
   stream-gru run model.onnx < samples.csv
+  stream-gru serve model.onnx --state fleet.sgpool  # KServe v2 / Triton, WebSocket
 
   stream-gru bench model.onnx                        # against plain onnxruntime (and PyTorch)
   stream-gru compare cells data.csv --target label   # GRU vs LSTM on your data
   stream-gru compare models old.onnx new.onnx --data recorded.csv   # same outputs?
 
 `train`, `export`, `verify`, `demo` and `compare cells` need the train extra (torch,
-onnx): pip install 'stream-gru[train]' (from a checkout: make install). `info`, `run`,
-`bench MODEL` and `compare models` need only the runtime.
+onnx): pip install 'stream-gru[train]' (from a checkout: make install). `serve` needs the
+serve extra. `info`, `run`, `bench MODEL` and `compare models` need only the runtime.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import sys
 from collections.abc import Sequence
 
 from ..._version import __version__
-from . import bench, compare, demo, export, info, run, train, verify
+from . import bench, compare, demo, export, info, run, serve, train, verify
 from .common import RawHelpFormatter, run_guarded
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, export, verify, info, run, demo, bench, compare)
+COMMANDS = (train, export, verify, info, run, serve, demo, bench, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
