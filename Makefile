@@ -16,7 +16,7 @@ help:
 	@echo "make install  create .venv: torch (CPU), the package with its train, ray and serve extras, test tools"
 	@echo "make demo     train on BasicMotions, export, verify, stream the held-out recordings"
 	@echo "make test     run the tests"
-	@echo "make bench    the runtime against plain onnxruntime and PyTorch; Ray shards (a few minutes)"
+	@echo "make bench    the runtime against plain onnxruntime and PyTorch; Ray shards; the server (minutes)"
 	@echo "make soak     1M steps of one stream, 1,000 ticks of a 10,000-stream pool, vs PyTorch"
 	@echo "make lint     ruff check, ruff format --check, mypy --strict, the layers (lint-imports)"
 	@echo "make format   ruff format and ruff check --fix"
@@ -41,6 +41,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/sharded.py --json benchmarks/results/sharded.json
+	$(BIN)/python benchmarks/serve.py
 
 soak: install
 	$(BIN)/python benchmarks/soak.py

@@ -94,3 +94,28 @@ def test_load_without_onnxruntime_says_how_to_install(gru_model):
     )
     assert result.returncode != 0
     assert "needs onnxruntime" in result.stderr and "[cpu]'" in result.stderr
+
+
+def test_the_batcher_needs_no_web_stack_and_serve_says_how_to_install(gru_model):
+    """``stream_gru.serve`` (the Batcher) imports with the serve extra's packages
+    blocked; ``stream-gru serve`` then names the extra."""
+    block = "".join(
+        f"sys.modules[{name!r}] = None\n"
+        for name in ("starlette", "uvicorn", "prometheus_client", "websockets", "torch", "onnx")
+    )
+    code = (
+        "import sys, asyncio\n" + block + "import numpy as np, stream_gru as sg\n"
+        "from stream_gru.serve import Batcher\n"
+        f"pool = sg.load({str(gru_model.onnx)!r}).pool(); pool.open('a')\n"
+        "async def main():\n"
+        "    async with Batcher(pool) as b:\n"
+        "        print((await b.step('a', np.ones(3))).shape)\n"
+        "asyncio.run(main())\n"
+        "from stream_gru.cli import main\n"
+        f"sys.exit(main(['serve', {str(gru_model.onnx)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.stdout.strip() == "(2,)", result.stderr
+    assert result.returncode == 1 and "serve needs the serve extra" in result.stderr
+    assert "Traceback" not in result.stderr

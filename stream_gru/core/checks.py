@@ -135,11 +135,13 @@ def as_samples(
     what: str,
     leading: tuple[str, ...] = (),
     feature_names: Sequence[str] = (),
+    check_finite: bool = True,
 ) -> np.ndarray:
     """Samples with ``leading`` axes (e.g. ``("step",)``) before ``sample_shape``.
 
     Returns a contiguous float32 array; a leading axis may have any length. The error
-    for a NaN names the step and the feature where it is.
+    for a NaN names the step and the feature where it is (``check_finite=False``: the
+    caller checks finiteness itself, row by row).
     """
     arr = _numeric(x, what)
     n = len(leading)
@@ -151,6 +153,7 @@ def as_samples(
         raise ValueError(f"{what} has shape {arr.shape}, expected ({expected}){hint}")
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    per_sample = ["feature"] if len(sample_shape) == 1 else ["index"] * len(sample_shape)
-    _require_finite(out, arr, what, [*leading, *per_sample], feature_names)
+    if check_finite:
+        per_sample = ["feature"] if len(sample_shape) == 1 else ["index"] * len(sample_shape)
+        _require_finite(out, arr, what, [*leading, *per_sample], feature_names)
     return out

@@ -175,6 +175,11 @@ class ShardedPool:
         with self._lock:
             return self._keys.keys()
 
+    def missing(self, keys: Sequence[Any]) -> list[Any]:
+        """The keys of ``keys`` that are not open."""
+        with self._lock:
+            return [k for k in keys if k not in self._keys]
+
     @property
     def shards(self) -> list[int]:
         """The shards' ids."""

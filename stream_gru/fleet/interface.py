@@ -37,6 +37,10 @@ class FleetPool(Protocol):
         """The open streams' keys."""
         ...
 
+    def missing(self, keys: Sequence[Any]) -> list[Any]:
+        """The keys of ``keys`` that are not open."""
+        ...
+
     def open(self, key: Any) -> None:
         """Open a stream at the initial state (``ValueError`` if it is open)."""
         ...

@@ -126,6 +126,12 @@ class StreamPool:
         with self._lock:
             return list(self._slots)
 
+    def missing(self, keys: Sequence[Any]) -> list[Any]:
+        """The keys of ``keys`` that are not open (plain keys: one dict lookup each)."""
+        keys = list(keys)
+        with self._lock:
+            return [k for k, ok in zip(keys, self._open_mask(keys), strict=True) if not ok]
+
     def open(self, key: Any) -> None:
         """Open a stream at the initial state. An open key raises ``ValueError``, a key
         of a refused type ``TypeError`` (a numpy integer means the equal int)."""

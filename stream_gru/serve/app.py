@@ -18,24 +18,21 @@ Errors answer ``{"error": message, "code": code}`` with the status of the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from .._version import __version__
-from ..errors import BatcherClosedError, QueueFullError, ServeError
+from ..errors import ServeError
 from .protocol import (
     HEADER_LENGTH,
     check_key,
@@ -44,6 +41,7 @@ from .protocol import (
     parse_infer_request,
 )
 from .service import StreamService
+from .websocket import WebSocketSession
 
 __all__ = ["build_app"]
 
@@ -167,141 +165,7 @@ class _Routes:
 
     async def websocket(self, websocket: WebSocket) -> None:
         await websocket.accept()
-        session = _WebSocketSession(websocket, self.service)
-        await session.run()
-
-
-class _WebSocketSession:
-    """One gateway's connection: frames read in order, their samples queued in that
-    order, the replies sent one frame per sample, in order per key."""
-
-    def __init__(self, websocket: WebSocket, service: StreamService) -> None:
-        self.websocket = websocket
-        self.service = service
-        self.send_lock = asyncio.Lock()
-        self.last_reply: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        try:
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                started = time.perf_counter()
-                text = message.get("text")
-                if text is None:
-                    self._chain({}, started, [{"error": "send JSON text frames",
-                                              "code": "bad_frame"}])  # fmt: skip
-                    continue
-                try:
-                    samples = self._samples(text)
-                except ServeError as e:
-                    self._chain({}, started, [{"error": str(e), "code": e.code}])
-                    continue
-                await self._submit(samples, started)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            if self.last_reply is not None:
-                with contextlib.suppress(Exception):
-                    await self.last_reply
-
-    @staticmethod
-    def _samples(text: str) -> dict[str, Any]:
-        try:
-            frame = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise ServeError(
-                f"the frame is not valid JSON: {str(e)[:120]}", code="bad_frame"
-            ) from None
-        if isinstance(frame, dict) and "samples" in frame and isinstance(frame["samples"], dict):
-            raw = frame["samples"]
-        elif isinstance(frame, dict) and "key" in frame and "x" in frame:
-            raw = {frame["key"]: frame["x"]}
-        else:
-            raise ServeError('a frame is {"key": K, "x": [...]} or {"samples": {K: [...], ...}}',
-                             code="bad_frame")  # fmt: skip
-        return {check_key(k): v for k, v in raw.items()}
-
-    async def _submit(self, samples: dict[str, Any], started: float) -> None:
-        arrays: dict[str, Any] = {}
-        refused: dict[str, Exception] = {}
-        for key, x in samples.items():
-            try:
-                arrays[key] = np.asarray(x, dtype=np.float64)
-            except (TypeError, ValueError):
-                refused[key] = ValueError(
-                    f"x must be a list of {self.service.model.spec.input_size} numbers"
-                )
-        try:
-            submitted: dict[str, Any] = await self.service.submit_many(arrays)
-        except (BatcherClosedError, RuntimeError):
-            submitted = dict.fromkeys(arrays, BatcherClosedError("the server is shutting down"))
-        submitted.update(refused)
-        self._chain({key: submitted[key] for key in samples}, started)  # in the frame's order
-
-    def _chain(
-        self, submitted: dict[str, Any], started: float, frames: list[dict[str, Any]] | None = None
-    ) -> None:
-        """Answer a frame after the frames before it (``frames``: a frame's error)."""
-        previous = self.last_reply
-        self.last_reply = asyncio.get_running_loop().create_task(
-            self._reply(submitted, previous, started, frames or [])
-        )
-
-    async def _reply(
-        self,
-        submitted: dict[str, Any],
-        previous: asyncio.Task[None] | None,
-        started: float,
-        frames: list[dict[str, Any]],
-    ) -> None:
-        futures = [f for f in submitted.values() if isinstance(f, asyncio.Future)]
-        if futures:
-            await asyncio.wait(futures)
-        if previous is not None:  # the frames before this one are answered first
-            with contextlib.suppress(Exception):
-                await previous
-        for key, entry in submitted.items():
-            error = entry if isinstance(entry, Exception) else entry.exception()
-            if error is None:
-                y, steps = entry.result()
-                frames.append({"key": key, "y": y.tolist(), "step": steps})
-            else:
-                frames.append({"key": key, "error": _message(error), "code": _code(error)})
-                if not isinstance(error, ServeError):  # those are counted where raised
-                    self.service.metrics.reject(_reason(error))
-        await self._send(frames)
-        self.service.metrics.request("websocket", time.perf_counter() - started)
-
-    async def _send(self, frames: list[dict[str, Any]]) -> None:
-        async with self.send_lock:
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                for frame in frames:
-                    await self.websocket.send_text(json.dumps(frame))
-
-
-def _message(error: BaseException) -> str:
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-
-
-def _code(error: BaseException) -> str:
-    if isinstance(error, ServeError):
-        return error.code
-    if isinstance(error, KeyError):
-        return "not_open"
-    if isinstance(error, QueueFullError):
-        return "queue_full"
-    if isinstance(error, BatcherClosedError):
-        return "closing"
-    return "bad_sample"
-
-
-def _reason(error: BaseException) -> str:
-    code = _code(error)
-    return (
-        code if code in ("not_open", "queue_full", "closing", "too_many_streams") else "bad_sample"
-    )
+        await WebSocketSession(websocket, self.service).run()
 
 
 class _TokenGuard:

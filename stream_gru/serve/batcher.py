@@ -23,6 +23,11 @@ a tick withdraws it: nothing changes. A sample already in a running tick is step
 ``async with``, runs what is queued, then stops; samples given after that raise
 ``BatcherClosedError``.
 
+A gateway relaying many devices gives one sample for each of many streams at once
+(``submit_rows``/``step_rows``, or ``step_many`` with a mapping): the rows are checked
+together, each bad row fails alone, and one future answers them all, so a frame of
+thousands of samples costs a few Python objects, not thousands of futures.
+
 Imports only the runtime (numpy, onnxruntime) and the standard library.
 """
 
@@ -32,9 +37,8 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -42,33 +46,13 @@ import numpy as np
 from ..core.checks import as_samples
 from ..errors import BatcherClosedError, QueueFullError
 from ..fleet.interface import FleetPool
-from ..fleet.keys import canonical_key, split_refused
+from ..fleet.keys import canonical_key, key_list, split_refused
 from ..fleet.ticks import check_samples
+from .queue import Block, RowsResult, Sink, TickReport, not_finite
 
-__all__ = ["Batcher", "TickReport"]
+__all__ = ["Batcher", "RowsResult", "TickReport"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TickReport:
-    """What one tick did, for monitoring: its size, the seconds each of its samples
-    waited in the queue, the seconds the tick itself took, and the samples it
-    rejected (a stream closed while its sample waited, say)."""
-
-    size: int
-    waits: np.ndarray
-    seconds: float
-    rejected: int
-
-
-@dataclass(eq=False)
-class _Sample:
-    key: Any
-    x: np.ndarray
-    future: asyncio.Future[tuple[np.ndarray, int]]
-    arrived: float
-    taken: bool = field(default=False)
 
 
 class Batcher:
@@ -97,7 +81,10 @@ class Batcher:
         self.open_unknown = open_unknown
         self.on_tick = on_tick
         self._spec = pool.model.spec
-        self._queue: collections.deque[_Sample] = collections.deque()
+        size = self._spec.output_size
+        self._tail = () if size is None else (size,)
+        self._queue: collections.deque[Block] = collections.deque()
+        self._waiting = 0  # samples in the queue
         self._wake = asyncio.Event()
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="stream-gru-tick")
         self._task: asyncio.Task[None] | None = None
@@ -118,9 +105,9 @@ class Batcher:
     @property
     def waiting(self) -> int:
         """Samples queued and not yet taken into a tick."""
-        return len(self._queue)
+        return self._waiting
 
-    # -- giving samples -----------------------------------------------------------------
+    # -- one stream ---------------------------------------------------------------------
     async def step(self, key: Any, x: Any) -> np.ndarray:
         """The stream's output for one sample ``x`` (``(input_size,)``)."""
         y, _ = await self.step_counted(key, x)
@@ -132,14 +119,14 @@ class Batcher:
         sample = as_samples(
             x, self._spec.sample_shape, what="sample", feature_names=self._spec.feature_names
         )
-        (future,) = self._enqueue(key, [sample])
-        return await self._result(future)
+        result = await self._await(self._enqueue([key], sample[None], chunk=True))
+        return result.outputs[0], int(result.steps[0])
 
     async def feed(self, key: Any, xs: Any) -> np.ndarray:
         """The outputs for a chunk ``X`` (``(T, input_size)``) of one stream, in order:
         its samples go into ``T`` consecutive ticks. The chunk is checked whole first;
         a sample that fails in its tick (the stream was closed meanwhile) raises here
-        after the samples before it have run."""
+        after the samples before it have run, and the rest are withdrawn."""
         ys, _ = await self.feed_counted(key, xs)
         return ys
 
@@ -151,68 +138,89 @@ class Batcher:
             feature_names=self._spec.feature_names,
         )  # fmt: skip
         if len(samples) == 0:
-            tail = () if self._spec.output_size is None else (self._spec.output_size,)
-            return np.zeros((0, *tail), np.float32), 0
-        futures = self._enqueue(key, list(samples))
+            return np.zeros((0, *self._tail), np.float32), 0
+        result = await self._await(self._enqueue([key] * len(samples), samples, chunk=True))
+        return result.outputs, int(result.steps[-1])
+
+    # -- many streams at once -------------------------------------------------------------
+    async def step_rows(self, keys: Sequence[Any], xs: Any) -> RowsResult:
+        """One sample for each of several distinct streams: row i of ``X`` for
+        ``keys[i]``. A bad row, an unknown key or a key named twice fails alone (in
+        ``errors``); the rest step."""
+        return await self._await(self.submit_rows(keys, xs))
+
+    def submit_rows(
+        self, keys: Sequence[Any], xs: Any, *, checked: bool = False
+    ) -> asyncio.Future[RowsResult]:
+        """``step_rows`` without waiting: the rows are queued now (so calls keep their
+        order), and the future answers when they have run. Raises (and queues nothing)
+        for an ``X`` of the wrong shape or type, a full queue, or a closing batcher.
+        ``checked``: the caller has checked the rows (finite) and the keys (canonical,
+        distinct, open), so they are not checked again; a key closed meanwhile still
+        fails alone in its tick."""
+        if self._closing:
+            raise BatcherClosedError("the batcher is closing: no new samples")
+        shape = self._spec.sample_shape
+        keys = list(keys)
+        arr = as_samples(xs, shape, what="X", leading=("row",), check_finite=False)
+        if len(arr) != len(keys):
+            raise ValueError(f"X has {len(arr)} rows for {len(keys)} keys")
+        if checked:
+            return self._enqueue(keys, arr, chunk=False)
+        errors: dict[int, Exception] = {}
         try:
-            results = [await self._result(f) for f in futures]
-        finally:
-            for f in futures:  # a failed or cancelled chunk withdraws what is left of it
-                if not f.done():
-                    f.cancel()
-            self._withdraw_cancelled()
-        return np.stack([y for y, _ in results]), results[-1][1]
+            keys = key_list(keys)  # plain keys: one pass at C speed
+        except TypeError:
+            for row, key in enumerate(keys):
+                try:
+                    keys[row] = canonical_key(key)
+                except TypeError as e:
+                    errors[row] = e
+        finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        pool = self.pool
+        if (
+            errors
+            or not finite.all()
+            or len(set(keys)) != len(keys)
+            or not (self.open_unknown or not pool.missing(keys))
+        ):
+            seen: set[Any] = set()
+            for row, key in enumerate(keys):
+                if row in errors:
+                    continue
+                if key in seen:
+                    errors[row] = ValueError(f"stream {key!r} is named twice in one call")
+                elif not finite[row]:
+                    errors[row] = not_finite(arr[row], shape, key, self._spec.feature_names)
+                elif not self.open_unknown and key not in pool:
+                    errors[row] = KeyError(f"stream {key!r} is not open in this pool")
+                seen.add(key)
+        return self._enqueue(keys, arr, chunk=False, errors=errors)
 
     async def step_many(
         self, samples: Mapping[Any, Any]
     ) -> dict[Any, tuple[np.ndarray, int] | Exception]:
-        """One sample for each of several streams (``{key: x}``, as a gateway sends
-        them): ``{key: (y, steps)}``, or the exception of each sample that failed (a bad
-        sample, an unknown key, a full queue). Cheaper than one ``step`` per sample: the
-        samples are checked together and awaited as one."""
-        submitted = self.submit_many(samples)
-        futures = [f for f in submitted.values() if isinstance(f, asyncio.Future)]
-        if futures:
-            await asyncio.wait(futures)
-        out: dict[Any, tuple[np.ndarray, int] | Exception] = {}
-        for key, entry in submitted.items():
-            if isinstance(entry, asyncio.Future):
-                error = entry.exception()
-                out[key] = entry.result() if error is None else error  # type: ignore[assignment]
-            else:
-                out[key] = entry
-        return out
-
-    def submit_many(
-        self, samples: Mapping[Any, Any]
-    ) -> dict[Any, asyncio.Future[tuple[np.ndarray, int]] | Exception]:
-        """Queue one sample for each of several streams, now, without waiting: ``{key:
-        future of (y, steps)}``, or the exception of each sample refused at once. Keys
-        queued by one call keep their order against later calls."""
+        """``{key: x}`` for several streams: ``{key: (y, steps)}``, or the exception of
+        each sample that failed (a bad sample, an unknown key, a full queue)."""
         if self._closing:
             raise BatcherClosedError("the batcher is closing: no new samples")
         samples, refused = split_refused(samples)
         keys, xs, rejected = check_samples(self._spec, samples)
-        out: dict[Any, asyncio.Future[tuple[np.ndarray, int]] | Exception] = {}
-        for key, why in refused.items():
-            out[key] = TypeError(why)
-        for key, why in rejected.items():
-            out[key] = ValueError(why)
-        good: list[Any] = []
-        rows: list[np.ndarray] = []
-        for key, x in zip(keys, xs, strict=True):
-            if not self.open_unknown and key not in self.pool:
-                out[key] = KeyError(f"stream {key!r} is not open in this pool")
-            else:
-                good.append(key)
-                rows.append(x)
-        if good:
+        out: dict[Any, tuple[np.ndarray, int] | Exception] = {}
+        out.update({k: TypeError(why) for k, why in refused.items()})
+        out.update({k: ValueError(why) for k, why in rejected.items()})
+        if keys:
             try:
-                futures = self._enqueue_many(good, rows)
+                result = await self.step_rows(keys, xs)
             except QueueFullError as e:
-                out.update(dict.fromkeys(good, e))
-            else:
-                out.update(zip(good, futures, strict=True))
+                result = RowsResult(
+                    xs[:0], np.zeros(0, np.int64), dict.fromkeys(range(len(keys)), e)
+                )
+            for row, key in enumerate(keys):
+                error = result.errors.get(row)
+                out[key] = (
+                    error if error is not None else (result.outputs[row], int(result.steps[row]))
+                )
         return out
 
     async def call(self, function: Callable[[], T]) -> T:
@@ -221,6 +229,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, function)
 
+    # -- the queue ------------------------------------------------------------------------
     def _check_key(self, key: Any) -> Any:
         if self._closing:
             raise BatcherClosedError("the batcher is closing: no new samples")
@@ -230,41 +239,58 @@ class Batcher:
         return key
 
     def _enqueue(
-        self, key: Any, samples: list[np.ndarray]
-    ) -> list[asyncio.Future[tuple[np.ndarray, int]]]:
-        return self._enqueue_many([key] * len(samples), samples)
-
-    def _enqueue_many(
-        self, keys: list[Any], samples: list[np.ndarray]
-    ) -> list[asyncio.Future[tuple[np.ndarray, int]]]:
-        if len(self._queue) + len(samples) > self.max_queue:
+        self,
+        keys: list[Any],
+        xs: np.ndarray,
+        *,
+        chunk: bool,
+        errors: dict[int, Exception] | None = None,
+    ) -> asyncio.Future[RowsResult]:
+        errors = errors or {}
+        queued = len(keys) - len(errors)
+        if self._waiting + queued > self.max_queue:
             raise QueueFullError(
-                f"the queue holds {len(self._queue):,} samples; {len(samples):,} more would "
+                f"the queue holds {self._waiting:,} samples; {queued:,} more would "
                 f"pass max_queue {self.max_queue:,}: try again shortly"
             )
-        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RowsResult] = asyncio.get_running_loop().create_future()
+        sink = Sink(future, len(keys), self._tail, chunk)
+        sink.errors.update(errors)
+        sink.remaining = queued
+        if queued == 0:
+            future.set_result(RowsResult(sink.outputs, sink.steps, sink.errors))
+            return future
+        rows = np.arange(len(keys))
+        if errors:
+            rows = np.setdiff1d(rows, np.fromiter(errors, np.int64, len(errors)))
+        xs = np.array(xs[rows], dtype=np.float32)  # a copy: the caller may change its array
         now = time.perf_counter()
-        futures = []
-        for key, x in zip(keys, samples, strict=True):
-            future: asyncio.Future[tuple[np.ndarray, int]] = loop.create_future()
-            self._queue.append(_Sample(key, np.array(x, copy=True), future, now))
-            futures.append(future)
-        if len(self._queue) == len(samples) or len(self._queue) >= self.max_batch:
+        size = 1 if chunk else self.max_batch  # a chunk's samples go into consecutive ticks
+        for start in range(0, len(rows), size):
+            part = rows[start : start + size]
+            block_keys = [keys[r] for r in part.tolist()] if errors or size == 1 or start else keys
+            self._queue.append(Block(block_keys, xs[start : start + size], part, now, sink))
+        was_empty = self._waiting == 0
+        self._waiting += queued
+        if was_empty or self._waiting >= self.max_batch:
             self._wake.set()  # a first sample starts the deadline; a full batch ticks
-        return futures
+        return future
 
-    async def _result(
-        self, future: asyncio.Future[tuple[np.ndarray, int]]
-    ) -> tuple[np.ndarray, int]:
+    async def _await(self, future: asyncio.Future[RowsResult]) -> RowsResult:
         try:
             return await future
         except asyncio.CancelledError:
-            self._withdraw_cancelled()
+            self._withdraw()
             raise
+        finally:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                self._withdraw()  # a failed chunk: its other samples leave the queue
 
-    def _withdraw_cancelled(self) -> None:
-        if any(s.future.cancelled() for s in self._queue):
-            self._queue = collections.deque(s for s in self._queue if not s.future.cancelled())
+    def _withdraw(self) -> None:
+        """Drop the samples of calls that are over (cancelled, or a failed chunk)."""
+        if any(b.sink.future.done() for b in self._queue):
+            self._queue = collections.deque(b for b in self._queue if not b.sink.future.done())
+            self._waiting = sum(len(b.keys) for b in self._queue)
 
     # -- ticking ------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -285,7 +311,7 @@ class Batcher:
                 await self._wake.wait()
                 continue
             due = self._queue[0].arrived + self.max_delay - time.perf_counter()
-            if due > 0 and len(self._queue) < self.max_batch and not self._closing:
+            if due > 0 and self._waiting < self.max_batch and not self._closing:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), due)
@@ -294,54 +320,57 @@ class Batcher:
             if not tick:
                 continue
             started = time.perf_counter()
-            keys = [s.key for s in tick]
-            xs = np.stack([s.x for s in tick])
+            if len(tick) == 1:
+                keys, xs = tick[0].keys, tick[0].xs
+            else:
+                keys = [k for block in tick for k in block.keys]
+                xs = np.concatenate([block.xs for block in tick])
             try:
                 ys, steps, failures = await loop.run_in_executor(self._worker, self._tick, keys, xs)
             except Exception as e:  # the whole tick failed: every sample learns why
-                for s in tick:
-                    if not s.future.done():
-                        s.future.set_exception(e)
+                for block in tick:
+                    block.sink.fail(block.rows, e)
                 continue
-            for i, s in enumerate(tick):
-                if s.future.done():  # cancelled while in the tick: its result is dropped
-                    continue
-                if i in failures:
-                    s.future.set_exception(failures[i])
-                else:
-                    s.future.set_result((ys[i], int(steps[i])))
+            offset = 0
+            for block in tick:
+                n = len(block.keys)
+                mine = {i - offset: e for i, e in failures.items() if offset <= i < offset + n}
+                block.sink.done(
+                    block.rows, ys[offset : offset + n], steps[offset : offset + n], mine
+                )
+                offset += n
             if self.on_tick is not None:
-                waits = np.array([started - s.arrived for s in tick])
+                arrived = np.concatenate([np.full(len(b.keys), b.arrived) for b in tick])
                 seconds = time.perf_counter() - started
-                self.on_tick(TickReport(len(tick), waits, seconds, len(failures)))
+                self.on_tick(TickReport(len(keys), started - arrived, seconds, len(failures)))
 
-    def _take(self) -> list[_Sample]:
-        """The next tick: the oldest samples, at most one per key, at most
-        ``max_batch``; the rest stay queued in order."""
+    def _take(self) -> list[Block]:
+        """The next tick: the oldest blocks whose keys are not in it yet, nor in an older
+        block still waiting, up to ``max_batch`` samples; the rest stay in order."""
         queue = self._queue
-        n = min(len(queue), self.max_batch)
-        head = [queue.popleft() for _ in range(n)]
-        tick = [s for s in head if not s.future.done()]
-        if len({s.key for s in tick}) == len(tick):
-            for s in tick:
-                s.taken = True
-            return tick
-        seen: set[Any] = set()
-        chosen: list[_Sample] = []
-        later: list[_Sample] = []
-        for s in tick:
-            (later if s.key in seen else chosen).append(s)
-            seen.add(s.key)
-        while queue and len(chosen) < self.max_batch:  # fill up from the rest, in order
-            s = queue.popleft()
-            if s.future.done():
+        tick: list[Block] = []
+        in_tick: set[Any] = set()
+        held: set[Any] = set()  # keys of older blocks that wait: theirs come first
+        later: list[Block] = []
+        size = 0
+        while queue and size < self.max_batch:
+            block = queue.popleft()
+            if block.sink.future.done():
+                self._waiting -= len(block.keys)
                 continue
-            (later if s.key in seen else chosen).append(s)
-            seen.add(s.key)
+            n = len(block.keys)
+            if size + n > self.max_batch or block.overlaps(in_tick) or block.overlaps(held):
+                later.append(block)
+                block.add_keys_to(held)
+                if len(later) > 4096:  # far enough ahead: the rest waits for the next tick
+                    break
+                continue
+            tick.append(block)
+            block.add_keys_to(in_tick)
+            size += n
         queue.extendleft(reversed(later))
-        for s in chosen:
-            s.taken = True
-        return chosen
+        self._waiting -= size
+        return tick
 
     def _tick(
         self, keys: list[Any], xs: np.ndarray

@@ -8,6 +8,7 @@ unbounded series):
     stream_gru_open_streams                    streams open now
     stream_gru_tick_size                       samples per tick (histogram)
     stream_gru_queue_duration_seconds          a sample's wait for its tick (histogram)
+    stream_gru_tick_duration_seconds           a tick, from taken to answered (histogram)
     stream_gru_request_duration_seconds{protocol}   a request, received to answered
     stream_gru_rejected_samples_total{reason}  bad_sample, not_open, too_many_streams,
                                                queue_full, too_large, closing
@@ -103,8 +104,12 @@ class ServeMetrics:
         self.queue_duration = BulkHistogram(
             "stream_gru_queue_duration_seconds", "A sample's wait for its tick.", _SECONDS_BUCKETS
         )
-        r.register(self.tick_size)
-        r.register(self.queue_duration)
+        self.tick_duration = BulkHistogram(
+            "stream_gru_tick_duration_seconds", "A tick, from taken to answered.",
+            _SECONDS_BUCKETS,
+        )  # fmt: skip
+        for histogram in (self.tick_size, self.queue_duration, self.tick_duration):
+            r.register(histogram)
         self.request_duration = {
             protocol: BulkHistogram(
                 "stream_gru_request_duration_seconds",
@@ -123,6 +128,7 @@ class ServeMetrics:
             self.rejected.labels("not_open").inc(report.rejected)
         self.tick_size.observe_many(np.array([report.size]))
         self.queue_duration.observe_many(report.waits)
+        self.tick_duration.observe_many(np.array([report.seconds]))
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejected.labels(reason).inc(n)

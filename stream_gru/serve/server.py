@@ -105,6 +105,8 @@ def run_server(
         timeout_graceful_shutdown=max(1, round(server.drain_timeout)),
         ws_max_size=options.max_body_bytes,
         ws="websockets-sansio",
-        http="h11",
+        ws_per_message_deflate=False,  # samples are floats: compressing them costs, not saves
+        http="auto",  # httptools where installed (the serve extra), else h11
+        loop="auto",  # uvloop where installed
     )
     _GracefulServer(config).run()

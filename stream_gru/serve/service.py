@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,12 +23,12 @@ import numpy as np
 from ..errors import BatcherClosedError, QueueFullError, ServeError, SnapshotError
 from ..fleet.model import StreamingModel
 from ..fleet.pool import StreamPool
-from ..fleet.ticks import check_samples
 from .archive import Archive, ExpiredKeys
 from .batcher import Batcher
 from .metrics import ServeMetrics
+from .queue import RowsResult, not_finite
 
-__all__ = ["ServeOptions", "StreamService", "StreamStatus"]
+__all__ = ["ServeOptions", "StreamService", "StreamStatus", "Submitted"]
 
 # How a request found its stream: "continued" (open), "opened" (new), "restarted"
 # (sequence_start on an open stream), "resumed" (from the archive), "expired" (it had
@@ -61,6 +60,35 @@ class _Prepared:
 
     status: StreamStatus
     before: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """``StreamService.submit_rows``'s answer: the rows refused before they were queued
+    (``errors``), the future of the queued rows' ``RowsResult`` (for the rows
+    ``queued``, in that order), and how the streams that were not simply continued
+    were found (``"opened"``, ``"resumed"``, ...)."""
+
+    keys: list[str]
+    future: asyncio.Future[RowsResult] | None
+    errors: dict[int, Exception]
+    statuses: dict[str, StreamStatus]
+    queued: list[int] = field(default_factory=list)
+
+    def arrays(self, tail: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, dict[int, Exception]]:
+        """Once the future is done: every row's output and step count (zeros where it
+        failed) and the failed rows' exceptions; ``tail``: an output's shape."""
+        n = len(self.keys)
+        outputs = np.zeros((n, *tail), np.float32)
+        steps = np.zeros(n, np.int64)
+        errors = dict(self.errors)
+        if self.future is not None:
+            result = self.future.result()
+            queued = np.asarray(self.queued, np.int64)
+            outputs[queued] = result.outputs
+            steps[queued] = result.steps
+            errors.update({self.queued[i]: e for i, e in result.errors.items()})
+        return outputs, steps, errors
 
 
 @dataclass
@@ -260,42 +288,57 @@ class StreamService:
         if key in self.pool:
             self.pool.close(key)
 
-    async def submit_many(
-        self, samples: Mapping[str, Any]
-    ) -> dict[str, asyncio.Future[tuple[np.ndarray, int]] | Exception]:
-        """A gateway's samples, one per key: checked, each good one's key made ready
-        (opened or resumed), then all queued at once. The futures resolve to ``(y,
-        steps)``; an entry is an exception where its sample was refused (a bad sample
-        opens no stream; one refused for a full queue leaves its stream as it was)."""
-        keys, xs, rejected = check_samples(self.model.spec, samples)
-        out: dict[str, Any] = {key: ValueError(why) for key, why in rejected.items()}
+    async def submit_rows(self, keys: list[str], xs: np.ndarray) -> Submitted:
+        """A gateway's samples: row i of ``xs`` (float32 ``(n, *sample)``) for
+        ``keys[i]`` (distinct). The finite rows' keys are made ready (opened or
+        resumed) and the rows queued at once; a row that is not finite opens no stream,
+        and rows refused for a full queue leave their streams as they were."""
+        errors: dict[int, Exception] = {}
+        finite = np.isfinite(xs.reshape(len(xs), -1)).all(axis=1)
+        for row in np.flatnonzero(~finite).tolist():
+            spec = self.model.spec
+            errors[row] = not_finite(xs[row], spec.sample_shape, keys[row], spec.feature_names)
+        good = [row for row in range(len(keys)) if row not in errors] if errors else None
         try:
-            self._check_room(len(keys))
+            self._check_room(len(keys) - len(errors))
         except ServeError as e:
-            return {**out, **dict.fromkeys(keys, e)}
-        new = [k for k in keys if k not in self.pool]
+            return Submitted(
+                keys, None, {**errors, **dict.fromkeys(good or range(len(keys)), e)}, {}
+            )
+        new = self.pool.missing(keys if good is None else [keys[row] for row in good])
         prepared: dict[str, _Prepared] = {}
         if new:
+            row_of = {key: row for row, key in enumerate(keys)}
             for key, result in (await self.batcher.call(lambda: self._prepare_many(new))).items():
                 if isinstance(result, Exception):
-                    out[key] = result
+                    errors[row_of[key]] = result
                 else:
                     prepared[key] = result
-        good = {k: x for k, x in zip(keys, xs, strict=True) if k not in out}
-        queued = self.batcher.submit_many(good)
-        refused = [k for k, v in queued.items() if isinstance(v, Exception) and k in prepared]
-        if refused:
+        if errors:
+            good = [row for row in range(len(keys)) if row not in errors]
+            queued_keys, queued_xs = [keys[row] for row in good], xs[good]
+        else:
+            good, queued_keys, queued_xs = list(range(len(keys))), keys, xs
+        try:
+            future = self.batcher.submit_rows(queued_keys, queued_xs, checked=True)
+        except (QueueFullError, BatcherClosedError) as e:
+            code = "queue_full" if isinstance(e, QueueFullError) else "closing"
+            self.metrics.reject(code, len(good))
+            refused = ServeError(str(e), status=503, code=code)
 
             def undo() -> None:
-                for key in refused:
-                    self._undo(key, prepared[key])
+                for key, before in prepared.items():
+                    self._undo(key, before)
 
             await self.batcher.call(undo)
-        resumed = sum(p.status == "resumed" for k, p in prepared.items() if k not in refused)
+            return Submitted(keys, None, {**errors, **dict.fromkeys(good, refused)}, {})
+        statuses: dict[str, StreamStatus] = {
+            k: p.status for k, p in prepared.items() if p.status != "continued"
+        }
+        resumed = sum(status == "resumed" for status in statuses.values())
         if resumed:
             self.metrics.resumed.inc(resumed)
-        out.update(queued)
-        return out
+        return Submitted(keys, future, errors, statuses, good)
 
     def _prepare_many(self, keys: list[str]) -> dict[str, _Prepared | Exception]:
         result: dict[str, _Prepared | Exception] = {}

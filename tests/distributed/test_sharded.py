@@ -502,3 +502,26 @@ def test_a_save_of_0_1_0_loads_and_continues_exactly(gru_model, tmp_path):
         np.testing.assert_array_equal(got, np.load(files / "gru-sharded-0.1.0-next.npy"))
     finally:
         fleet.shutdown()
+
+
+def test_a_batcher_ticks_a_sharded_pool_as_it_ticks_a_local_one(twins):
+    """The Batcher takes any FleetPool: over the sharded pool its rows give the local
+    pool's outputs and step counts."""
+    import asyncio
+
+    from stream_gru.serve import Batcher
+
+    rng = np.random.default_rng(12)
+    xs = rng.standard_normal((2, len(KEYS), 3)).astype(np.float32)
+
+    async def main():
+        async with Batcher(twins.sharded, max_delay=0.001) as batcher:
+            first = await batcher.step_rows(KEYS, xs[0])
+            second = await asyncio.gather(*(batcher.step(k, xs[1, i]) for i, k in enumerate(KEYS)))
+            return first, np.stack(second)
+
+    first, second = asyncio.run(main())
+    assert first.errors == {} and (first.steps == 1).all()
+    np.testing.assert_array_equal(first.outputs, twins.local.step_batch(KEYS, xs[0]))
+    np.testing.assert_array_equal(second, twins.local.step_batch(KEYS, xs[1]))
+    twins.assert_same_states()

@@ -203,3 +203,37 @@ def test_metrics_have_their_names(server):
     for name in expected:
         assert name in names, name
     assert not any("key" in n for n in names)  # no per-key labels
+
+
+def test_binary_gateway_frames_equal_streams(server, model):
+    from stream_gru.serve.gateway import decode_reply, encode_request
+
+    rng = np.random.default_rng(9)
+    keys = [f"gw-{i}" for i in range(300)]
+    xs = rng.standard_normal((4, len(keys), 3)).astype(np.float32)
+    with ws_client.connect(server.url.replace("http", "ws") + "/v1/stream") as ws:
+        for t in range(4):
+            ws.send(encode_request(keys, xs[t]))
+        bad = xs[0, :3].copy()
+        bad[1, 2] = np.nan
+        ws.send(encode_request(["gw-0", "gw-1", "gw-0"], bad))  # NaN, and a key twice
+        ws.send(b"SGB1" + b"\xff" * 8)  # unreadable: a text error, the connection stays
+        ws.send(encode_request(["gw-1"], xs[0, :1]))
+        replies = [ws.recv(timeout=30) for _ in range(7)]
+    decoded = [decode_reply(r) for r in replies[:5]]
+    outputs = np.stack([d.outputs for d in decoded[:4]])  # (t, key, out)
+    assert all(d.status == ["ok"] * len(keys) for d in decoded[:4])
+    assert decoded[0].streams == dict.fromkeys(range(len(keys)), "opened")
+    assert decoded[1].streams == {}
+    for i, key in enumerate(keys):
+        assert_agree(outputs[:, i], model.stream().feed(xs[:, i]), what=key)
+        assert [int(d.steps[i]) for d in decoded[:4]] == [1, 2, 3, 4]
+    mixed = decoded[4]
+    assert mixed.status == ["ok", "bad_sample", "bad_key"] and mixed.steps[0] == 5
+    assert "named twice" in mixed.errors[2] and "finite" in mixed.errors[1]
+    assert json.loads(replies[5])["code"] == "bad_frame"
+    last = decode_reply(replies[6])
+    ref = model.stream()
+    ref.feed(xs[:, 1])
+    assert last.steps[0] == 5 and last.status == ["ok"]  # gw-1's bad sample changed nothing
+    assert_agree(last.outputs[0], ref.step(xs[0, 0]))
