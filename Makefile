@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/sharded.py --json benchmarks/results/sharded.json
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/scale.py
 
 soak: install
 	$(BIN)/python benchmarks/soak.py

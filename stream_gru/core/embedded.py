@@ -78,18 +78,42 @@ class OneStepGraph:
 
 @dataclass(frozen=True)
 class PooledGraph:
-    """The pooled one-step graph: ``states`` [capacity, *state], ``slots`` int64 [n] and
-    ``x`` [n, *sample] in; ``y`` and ``states_out`` (the slots replaced) out. A pool
+    """The pooled one-step graph: one tensor per state [capacity, *state] (``states``:
+    (the model's state name, the graph's input, its output)), ``slots`` int64 [n] and
+    ``x`` [n, *sample] in; ``y`` and the states with the slots replaced out. A pool
     binds it to device tensors (``fleet.stores.DeviceStates``)."""
 
     session: Any
-    state: str  # the model's one state tensor
+    states: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def from_session(cls, session: Any, spec: ModelSpec, source: str) -> PooledGraph:
+        """The graph ``spec.pool_graph`` describes (a file of 0.1.0 names no states: its
+        one state is ``states`` -> ``states_out``); ``ModelError`` where it does not
+        have the tensors it names."""
+        described = (spec.pool_graph or {}).get("states")
+        if described is None:
+            if len(spec.states) != 1:
+                raise ModelError(f"{source} names no states for a model of several")
+            described = [[spec.states[0].input, "states", "states_out"]]
+        try:
+            states = tuple((str(m), str(i), str(o)) for m, i, o in described)
+        except (TypeError, ValueError):
+            raise ModelError(f"{source}: its states are malformed") from None
+        names = {i.name for i in session.get_inputs()} | {o.name for o in session.get_outputs()}
+        wanted = {"slots", "x", "y", *(i for _, i, _ in states), *(o for _, _, o in states)}
+        if not wanted <= names or sorted(m for m, _, _ in states) != sorted(
+            p.input for p in spec.states
+        ):
+            raise ModelError(f"{source} does not have the inputs and outputs it describes")
+        return cls(session, states)
 
     def run(self, samples: np.ndarray, states: States) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The graph on ``len(samples)`` streams in slots 0..n-1 (for checks)."""
-        feeds = {"states": states[self.state], "slots": np.arange(len(samples)), "x": samples}
-        y, out = self.session.run(None, feeds)
-        return y, {self.state: out}
+        feeds = {graph_input: states[name] for name, graph_input, _ in self.states}
+        feeds.update(slots=np.arange(len(samples)), x=samples)
+        y, *out = self.session.run(["y", *(o for _, _, o in self.states)], feeds)
+        return y, {name: arr for (name, _, _), arr in zip(self.states, out, strict=True)}
 
 
 def embedded_bytes(

@@ -233,11 +233,8 @@ class Model:
         session = self._session_of(POOL_METADATA_KEY, self.spec.pool_graph, source)
         if session is None:
             return None
-        if len(self.spec.states) != 1:
-            raise ModelError(f"{source}: a pooled graph serves models of one state tensor")
-        (name,) = self.codec.names
-        graph = PooledGraph(session, name)
-        zeros = {name: np.zeros((1, *self.codec.shapes[name]), np.float32)}
+        graph = PooledGraph.from_session(session, self.spec, source)
+        zeros = {k: np.zeros((1, *v.shape), v.dtype) for k, v in self.codec.initial().items()}
         x = np.zeros((1, *self.spec.sample_shape), np.float32)
         self.first_run(session, source, lambda: graph.run(x, zeros))
         check_against(graph.run, self.run_batch, self.spec, self.codec.initial(), source)

@@ -288,14 +288,11 @@ def export_onnx(
     fingerprint = fingerprint_model_bytes(proto.SerializeToString(), source="exported graph")
     meta = _metadata(net, io, fingerprint)
     del proto.metadata_props[:]
-    step = build_step_graph(net)
-    if step is not None:  # the pools' one-step graphs travel in the same file
-        value, meta["step_graph"] = encode_step_graph(step)
-        proto.metadata_props.add(key=STEP_METADATA_KEY, value=value)
-        pooled = build_step_graph(net, pooled=True)
-        assert pooled is not None
-        value, meta["pool_graph"] = encode_pool_graph(pooled)
-        proto.metadata_props.add(key=POOL_METADATA_KEY, value=value)
+    cell = net.config.cell  # the pools' one-step graphs travel in the same file
+    value, meta["step_graph"] = encode_step_graph(build_step_graph(net), cell)
+    proto.metadata_props.add(key=STEP_METADATA_KEY, value=value)
+    value, meta["pool_graph"] = encode_pool_graph(build_step_graph(net, pooled=True), cell)
+    proto.metadata_props.add(key=POOL_METADATA_KEY, value=value)
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     data = proto.SerializeToString()
     if fingerprint_model_bytes(data) != fingerprint:
@@ -304,14 +301,13 @@ def export_onnx(
         model = load_bytes(data, source="the exported graph")  # the runtime must accept it
     except Exception as e:
         raise ExportError(f"the runtime refuses the exported model: {e}") from e
-    if step is not None:
-        check = check_step_graph(model, net, atol=atol, rtol=rtol)
-        if not check.passed:
-            raise ExportError(
-                f"the one-step graph that pools run does not compute the checkpoint "
-                f"({check.name}): {check.detail}. This is a defect of the exporter, not of "
-                f"the data: please report it with the checkpoint (--atol/--rtol relax the rule)"
-            )
+    check = check_step_graph(model, net, atol=atol, rtol=rtol)
+    if not check.passed:
+        raise ExportError(
+            f"the one-step graph that pools run does not compute the checkpoint "
+            f"({check.name}): {check.detail}. This is a defect of the exporter, not of "
+            f"the data: please report it with the checkpoint (--atol/--rtol relax the rule)"
+        )
     out = Path(out)
     atomic_write_bytes(out, data)
     return ExportResult(

@@ -1,23 +1,31 @@
-"""The one-step graph: a GRU cell written out in plain ONNX ops (``train`` extra).
+"""The one-step graph: a GRU or LSTM cell written out in plain ONNX ops (``train`` extra).
 
-For a pool, every tick is one time step of many streams. The ONNX GRU op is built for
-sequences; for one step at large batch a graph of plain Gemm/Sigmoid/Tanh nodes is
-1.3-1.6x faster on the CPU (docs/design.md, trap 7), while at batch 1 the GRU op wins (fewer
-nodes). So export writes both: the sequence graph is the model file's graph (the ONNX
-contract), and the one-step graph travels inside the same file, serialized in the
-metadata key ``stream_gru.step``. Streams use the first, pools the second; a stream's
-result never depends on what else is in its tick, because the graph is chosen per
-pool, not per call.
+For a pool, every tick is one time step of many streams. The ONNX GRU and LSTM ops are
+built for sequences; for one step at large batch a graph of plain Gemm/Sigmoid/Tanh
+nodes is 1.3-2x faster on the CPU (docs/design.md, trap 7), while at batch 1 the
+sequence op wins (fewer nodes). So export writes both: the sequence graph is the model
+file's graph (the ONNX contract), and the one-step graph travels inside the same file,
+serialized in the metadata key ``stream_gru.step``. Streams use the first, pools the
+second; a stream's result never depends on what else is in its tick, because the graph
+is chosen per pool, not per call.
 
-The one-step graph is batch-major: ``x`` [batch, input_size], ``h0`` [batch,
-num_layers, hidden_size] -> ``y`` [batch, output_size], ``hn`` [batch, num_layers,
-hidden_size], so a pool feeds its slot-major state arrays without transposing them.
-It computes PyTorch's GRU (``linear_before_reset=1``):
+The one-step graph is batch-major: ``x`` [batch, input_size] and each state
+[batch, num_layers, hidden_size] (``h0``; an LSTM also ``c0``) -> ``y`` [batch,
+output_size] and the new states (``hn``, ``cn``), so a pool feeds its slot-major state
+arrays without transposing them. Each gate is two Gemm nodes, the second adding the
+first through its C input. A GRU computes PyTorch's GRU (``linear_before_reset=1``):
 
     r, z = sigmoid(W_ir x + b_ir + W_hr h + b_hr), sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-       (each as two Gemm nodes, the second adding the first through its C input)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = n + z * (h - n)              # = (1 - z) * n + z * h
+
+and an LSTM PyTorch's LSTM (gates i, f, g, o; all four in one Gemm on [x, h], then split):
+
+    i, f, o = sigmoid(W_i. x + W_h. h + b), g = tanh(W_ig x + W_hg h + b_g)
+    c' = f * c + i * g,  h' = o * tanh(c')
+
+The pooled variant keeps a whole pool's states in one tensor per state, for state that
+stays on a device between ticks (``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ __all__ = [
     "build_step_graph",
     "encode_pool_graph",
     "encode_step_graph",
+    "pool_state_names",
 ]
 
 _OPSET = 14
@@ -61,77 +70,44 @@ class _Builder:
         return outputs
 
 
-def build_step_graph(net: GRUModel, *, pooled: bool = False) -> onnx.ModelProto | None:
-    """The one-step graph of a GRU network (``None`` for an LSTM: not written yet).
+def build_step_graph(net: GRUModel, *, pooled: bool = False) -> onnx.ModelProto:
+    """The one-step graph of a GRU or LSTM network.
 
-    ``pooled``: the variant that keeps a whole pool's state in one tensor, for state
-    that stays on a device between ticks: ``states`` [capacity, num_layers,
-    hidden_size], ``slots`` int64 [batch] and ``x`` in; ``y`` and ``states_out`` (the
-    states with the ticked slots replaced: Gather, the cell, ScatterND) out.
+    ``pooled``: the variant that keeps a whole pool's states in one tensor per state,
+    for state that stays on a device between ticks: each state [capacity, num_layers,
+    hidden_size] (a GRU's ``states``; an LSTM's ``states_h0``, ``states_c0``), ``slots``
+    int64 [batch] and ``x`` in; ``y`` and the states with the ticked slots replaced
+    (``states_out``; ``states_out_h0``, ``states_out_c0``: Gather, the cell, ScatterND)
+    out.
     """
     cfg = net.config
-    if cfg.cell != "gru":
-        return None
     h_size, layers = cfg.hidden_size, cfg.num_layers
     w = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    names = [("h0", "hn")] if cfg.cell == "gru" else [("h0", "hn"), ("c0", "cn")]
+    pooled_names = pool_state_names(cfg.cell)
     b = _Builder()
     if pooled:
-        b.op("Gather", ["states", "slots"], ["h0"], axis=0)
+        for (state, _), (_, tensor, _) in zip(names, pooled_names, strict=True):
+            b.op("Gather", [tensor, "slots"], [state], axis=0)
     (xc,) = b.op("Sub", ["x", b.const("feature_mean", w["feature_mean"])], ["x_centered"])
     (xin,) = b.op("Div", [xc, b.const("feature_std", w["feature_std"])], ["x_normalized"])
     axis1 = b.const("axis_1", np.array([1], np.int64))
-    if layers == 1:  # a view, not a copy
-        layer_inputs = b.op("Squeeze", ["h0", axis1], ["h_0"])
-    else:
-        splits = b.const("split_layers", np.ones(layers, np.int64))
-        parts = b.op("Split", ["h0", splits], [f"h_{k}_3d" for k in range(layers)], axis=1)
-        layer_inputs = [b.op("Squeeze", [p, axis1], [f"h_{k}"])[0] for k, p in enumerate(parts)]
-    layer_states = []
+    per_layer = {state: _layers_of(b, state, layers, axis1) for state, _ in names}
+    finals: dict[str, list[str]] = {out: [] for _, out in names}
     for k in range(layers):
-        h = layer_inputs[k]
-        w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
-        b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
-        gate = {}
-        for g, rows in (("r", slice(0, h_size)), ("z", slice(h_size, 2 * h_size))):
-            # Gemm's C input adds the input half to the hidden half in the same node.
-            (gi,) = b.op(
-                "Gemm",
-                [
-                    xin,
-                    b.const(f"w_i{g}_{k}", w_ih[rows]),
-                    b.const(f"b_{g}_{k}", b_ih[rows] + b_hh[rows]),
-                ],
-                [f"gi_{g}_{k}"],
-                transB=1,
-            )
-            (pre,) = b.op(
-                "Gemm", [h, b.const(f"w_h{g}_{k}", w_hh[rows]), gi], [f"pre_{g}_{k}"], transB=1
-            )
-            gate[g] = b.op("Sigmoid", [pre], [f"{g}_{k}"])[0]
-        rows = slice(2 * h_size, 3 * h_size)
-        (gi_n,) = b.op(
-            "Gemm",
-            [xin, b.const(f"w_in_{k}", w_ih[rows]), b.const(f"b_in_{k}", b_ih[rows])],
-            [f"gi_n_{k}"],
-            transB=1,
-        )
-        (gh_n,) = b.op(
-            "Gemm",
-            [h, b.const(f"w_hn_{k}", w_hh[rows]), b.const(f"b_hn_{k}", b_hh[rows])],
-            [f"gh_n_{k}"],
-            transB=1,
-        )
-        (r_gh,) = b.op("Mul", [gate["r"], gh_n], [f"r_gh_{k}"])
-        (pre_n,) = b.op("Add", [gi_n, r_gh], [f"pre_n_{k}"])
-        (n,) = b.op("Tanh", [pre_n], [f"n_{k}"])
-        (h_minus_n,) = b.op("Sub", [h, n], [f"h_minus_n_{k}"])
-        (z_d,) = b.op("Mul", [gate["z"], h_minus_n], [f"z_d_{k}"])
-        (xin,) = b.op("Add", [n, z_d], [f"hn_{k}"])
-        layer_states.append(b.op("Unsqueeze", [xin, axis1], [f"hn_{k}_3d"])[0])
-    if layers == 1:
-        b.nodes[-1].output[0] = "hn"
-    else:
-        b.op("Concat", layer_states, ["hn"], axis=1)
+        if cfg.cell == "gru":
+            xin = _gru_layer(b, w, k, h_size, xin, per_layer["h0"][k])
+            finals["hn"].append(xin)
+        else:
+            xin, c = _lstm_layer(b, w, k, h_size, xin, per_layer["h0"][k], per_layer["c0"][k])
+            finals["hn"].append(xin)
+            finals["cn"].append(c)
+    for out, tensors in finals.items():
+        if layers == 1:
+            b.op("Unsqueeze", [tensors[0], axis1], [out])
+        else:
+            three_d = [b.op("Unsqueeze", [t, axis1], [f"{t}_3d"])[0] for t in tensors]
+            b.op("Concat", three_d, [out], axis=1)
     (head,) = b.op(
         "Gemm",
         [xin, b.const("w_head", w["head.weight"]), b.const("b_head", w["head.bias"])],
@@ -150,17 +126,17 @@ def build_step_graph(net: GRUModel, *, pooled: bool = False) -> onnx.ModelProto 
         (index,) = b.op(
             "Unsqueeze", ["slots", b.const("axis_last", np.array([1], np.int64))], ["slots_2d"]
         )
-        b.op("ScatterND", ["states", index, "hn"], ["states_out"])
-        states: list[str | int | None] = ["capacity", layers, h_size]
-        inputs = [
-            helper.make_tensor_value_info("states", f32, states),
-            helper.make_tensor_value_info("slots", TensorProto.INT64, ["batch"]),
-            x_info,
-        ]
-        outputs = [y_info, helper.make_tensor_value_info("states_out", f32, states)]
+        shape: list[str | int | None] = ["capacity", layers, h_size]
+        inputs, outputs = [], [y_info]
+        for (_, out), (_, tensor, tensor_out) in zip(names, pooled_names, strict=True):
+            b.op("ScatterND", [tensor, index, out], [tensor_out])
+            inputs.append(helper.make_tensor_value_info(tensor, f32, shape))
+            outputs.append(helper.make_tensor_value_info(tensor_out, f32, shape))
+        inputs += [helper.make_tensor_value_info("slots", TensorProto.INT64, ["batch"]), x_info]
     else:
-        inputs = [x_info, helper.make_tensor_value_info("h0", f32, ["batch", layers, h_size])]
-        outputs = [y_info, helper.make_tensor_value_info("hn", f32, ["batch", layers, h_size])]
+        shape = ["batch", layers, h_size]
+        inputs = [x_info, *(helper.make_tensor_value_info(s, f32, shape) for s, _ in names)]
+        outputs = [y_info, *(helper.make_tensor_value_info(o, f32, shape) for _, o in names)]
     name = "stream_gru_pool_step" if pooled else "stream_gru_step"
     graph = helper.make_graph(b.nodes, name, inputs, outputs, b.initializers)
     model = helper.make_model(
@@ -171,15 +147,98 @@ def build_step_graph(net: GRUModel, *, pooled: bool = False) -> onnx.ModelProto 
     return model
 
 
-def encode_pool_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:
+def pool_state_names(cell: str) -> list[tuple[str, str, str]]:
+    """(the model's state, the pooled graph's input, its output) for each state: a GRU's
+    one tensor keeps the names files of earlier versions use."""
+    if cell == "gru":
+        return [("h0", "states", "states_out")]
+    return [(s, f"states_{s}", f"states_out_{s}") for s in ("h0", "c0")]
+
+
+def _layers_of(b: _Builder, state: str, layers: int, axis1: str) -> list[str]:
+    """A state [batch, layers, hidden] as one [batch, hidden] tensor per layer."""
+    if layers == 1:  # a view, not a copy
+        return b.op("Squeeze", [state, axis1], [f"{state}_l0"])
+    splits = b.const(f"split_{state}", np.ones(layers, np.int64))
+    parts = b.op("Split", [state, splits], [f"{state}_{k}_3d" for k in range(layers)], axis=1)
+    return [b.op("Squeeze", [p, axis1], [f"{state}_l{k}"])[0] for k, p in enumerate(parts)]
+
+
+def _gate(
+    b: _Builder, w: dict[str, np.ndarray], k: int, name: str, rows: slice, x: str, h: str
+) -> str:
+    """W_i x + (b_i + b_h) + W_h h for one gate: two Gemms, the first as the second's C."""
+    w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
+    bias = w[f"rnn.bias_ih_l{k}"][rows] + w[f"rnn.bias_hh_l{k}"][rows]
+    weights = b.const(f"w_i{name}_{k}", w_ih[rows])
+    (gi,) = b.op("Gemm", [x, weights, b.const(f"b_{name}_{k}", bias)], [f"gi_{name}_{k}"],
+                 transB=1)  # fmt: skip
+    (pre,) = b.op("Gemm", [h, b.const(f"w_h{name}_{k}", w_hh[rows]), gi],
+                  [f"pre_{name}_{k}"], transB=1)  # fmt: skip
+    return pre
+
+
+def _gru_layer(b: _Builder, w: dict[str, np.ndarray], k: int, h_size: int, x: str, h: str) -> str:
+    """One GRU layer's new hidden state."""
+    r = b.op("Sigmoid", [_gate(b, w, k, "r", slice(0, h_size), x, h)], [f"r_{k}"])[0]
+    z = b.op("Sigmoid", [_gate(b, w, k, "z", slice(h_size, 2 * h_size), x, h)], [f"z_{k}"])[0]
+    rows = slice(2 * h_size, 3 * h_size)
+    w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]
+    (gi_n,) = b.op("Gemm", [x, b.const(f"w_in_{k}", w_ih[rows]),
+                            b.const(f"b_in_{k}", w[f"rnn.bias_ih_l{k}"][rows])],
+                   [f"gi_n_{k}"], transB=1)  # fmt: skip
+    (gh_n,) = b.op("Gemm", [h, b.const(f"w_hn_{k}", w_hh[rows]),
+                            b.const(f"b_hn_{k}", w[f"rnn.bias_hh_l{k}"][rows])],
+                   [f"gh_n_{k}"], transB=1)  # fmt: skip
+    (r_gh,) = b.op("Mul", [r, gh_n], [f"r_gh_{k}"])
+    (pre_n,) = b.op("Add", [gi_n, r_gh], [f"pre_n_{k}"])
+    (n,) = b.op("Tanh", [pre_n], [f"n_{k}"])
+    (h_minus_n,) = b.op("Sub", [h, n], [f"h_minus_n_{k}"])
+    (z_d,) = b.op("Mul", [z, h_minus_n], [f"z_d_{k}"])
+    return b.op("Add", [n, z_d], [f"hn_{k}"])[0]
+
+
+def _lstm_layer(
+    b: _Builder, w: dict[str, np.ndarray], k: int, h_size: int, x: str, h: str, c: str
+) -> tuple[str, str]:
+    """One LSTM layer's new (hidden, cell) states. The four gates in one Gemm on the
+    concatenated [x, h] (their rows reordered from PyTorch's i, f, g, o to i, f, o, g,
+    so one Sigmoid serves the three sigmoid gates), then split: fewer, larger nodes than
+    a Gemm pair per gate (1.3x the GRU's time per row for 1.33x its arithmetic)."""
+    order = np.concatenate([np.arange(i * h_size, (i + 1) * h_size) for i in (0, 1, 3, 2)])
+    weights = np.concatenate([w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]], axis=1)
+    bias = (w[f"rnn.bias_ih_l{k}"] + w[f"rnn.bias_hh_l{k}"])[order]
+    (xh,) = b.op("Concat", [x, h], [f"xh_{k}"], axis=1)
+    (pre,) = b.op("Gemm", [xh, b.const(f"w_{k}", weights[order]), b.const(f"b_{k}", bias)],
+                  [f"pre_{k}"], transB=1)  # fmt: skip
+    sizes = b.const(f"split_gates_{k}", np.array([3 * h_size, h_size], np.int64))
+    pre_ifo, pre_g = b.op("Split", [pre, sizes], [f"pre_ifo_{k}", f"pre_g_{k}"], axis=1)
+    (ifo,) = b.op("Sigmoid", [pre_ifo], [f"ifo_{k}"])
+    (g,) = b.op("Tanh", [pre_g], [f"g_{k}"])
+    thirds = b.const(f"split_ifo_{k}", np.full(3, h_size, np.int64))
+    i, f, o = b.op("Split", [ifo, thirds], [f"i_{k}", f"f_{k}", f"o_{k}"], axis=1)
+    (fc,) = b.op("Mul", [f, c], [f"fc_{k}"])
+    (ig,) = b.op("Mul", [i, g], [f"ig_{k}"])
+    (c_new,) = b.op("Add", [fc, ig], [f"cn_{k}"])
+    (tanh_c,) = b.op("Tanh", [c_new], [f"tanh_c_{k}"])
+    (h_new,) = b.op("Mul", [o, tanh_c], [f"hn_{k}"])
+    return h_new, c_new
+
+
+def encode_pool_graph(model: onnx.ModelProto, cell: str) -> tuple[str, dict[str, Any]]:
     """(metadata value, description) of the pooled one-step graph."""
     data = model.SerializeToString()
-    return base64.b64encode(data).decode("ascii"), {"sha256": hashlib.sha256(data).hexdigest()}
+    description = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "states": [list(names) for names in pool_state_names(cell)],
+    }
+    return base64.b64encode(data).decode("ascii"), description
 
 
-def encode_step_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:
+def encode_step_graph(model: onnx.ModelProto, cell: str = "gru") -> tuple[str, dict[str, Any]]:
     """(metadata value, description for the main metadata JSON) of a one-step graph."""
     data = model.SerializeToString()
+    states = [("h0", "hn")] if cell == "gru" else [("h0", "hn"), ("c0", "cn")]
     description = {
         "sha256": hashlib.sha256(data).hexdigest(),
         "io": {
@@ -187,7 +246,7 @@ def encode_step_graph(model: onnx.ModelProto) -> tuple[str, dict[str, Any]]:
             "output": "y",
             "batch_axis": 0,
             "time_axis": None,
-            "states": [{"input": "h0", "output": "hn", "batch_axis": 0}],
+            "states": [{"input": i, "output": o, "batch_axis": 0} for i, o in states],
         },
     }
     return base64.b64encode(data).decode("ascii"), description

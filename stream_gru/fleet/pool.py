@@ -12,7 +12,6 @@ the tests prove it against one ``Stream`` per key.
 
 from __future__ import annotations
 
-import operator
 import os
 import threading
 import time
@@ -30,13 +29,12 @@ from . import poolfile
 from .graphs import GraphChoice
 from .interface import FleetPool
 from .keys import (
-    PLAIN_KEY_TYPES,
     canonical_key,
     canonical_samples,
-    key_in,
     key_list,
     split_refused,
 )
+from .slots import KeysNotOpen, KeysRepeated, SlotTable
 from .stores import DeviceStates, make_store
 from .ticks import (
     PoolStats,
@@ -58,7 +56,9 @@ class StreamPool:
 
     Make one with ``model.pool()`` or ``model.load_pool(path)``. Every method may be
     called from several threads; a tick is atomic. A call that raises changes no
-    stream. ``clock`` (monotonic seconds) is injectable for tests.
+    stream. ``clock`` (monotonic seconds) is injectable for tests. A large tick runs
+    ``block_rows`` streams at a time (default: as many as keep the graph's tensors in
+    the caches), with the outputs of one call, bit for bit.
     """
 
     def __init__(
@@ -69,6 +69,7 @@ class StreamPool:
         capacity: int = 64,
         graph: GraphChoice = "auto",
         state_on_device: bool | None = None,
+        block_rows: int | None = None,
     ) -> None:
         spec = model.spec
         if model.layout.batch_axis is None or any(s.batch_axis is None for s in spec.states):
@@ -80,15 +81,12 @@ class StreamPool:
         self._clock = clock
         self._lock = threading.RLock()
         capacity = max(1, int(capacity))
-        self._store = make_store(model, capacity, graph, state_on_device)
-        self._last_seen = np.zeros(capacity, np.float64)
-        self._steps = np.zeros(capacity, np.int64)
-        self._slots: dict[Any, int] = {}
-        # The slots of the last tick's keys, reused while no stream opened or closed:
-        # a fleet usually ticks the same key list again and again.
-        self._generation = 0
-        self._recent: tuple[int, list[Any], np.ndarray] = (-1, [], np.zeros(0, np.int64))
-        self._free: list[int] = list(range(capacity - 1, -1, -1))
+        if block_rows is not None and (
+            isinstance(block_rows, bool) or not isinstance(block_rows, int) or block_rows < 1
+        ):
+            raise ValueError(f"block_rows must be an int >= 1, got {block_rows!r}")
+        self._store = make_store(model, capacity, graph, state_on_device, block_rows)
+        self._table = SlotTable(self._store, capacity)
         self._steps_high = 0  # at least every open stream's step count
         self._ticks = 0
         self._stream_steps = 0
@@ -112,11 +110,11 @@ class StreamPool:
     # -- membership --------------------------------------------------------------
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key_in(self._slots, key)
+            return key in self._table
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._slots)
+            return len(self._table)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
@@ -124,84 +122,66 @@ class StreamPool:
     def keys(self) -> list[Any]:
         """The open streams' keys, in the order they were opened."""
         with self._lock:
-            return list(self._slots)
+            return list(self._table.slots)
 
     def missing(self, keys: Sequence[Any]) -> list[Any]:
         """The keys of ``keys`` that are not open (plain keys: one dict lookup each)."""
         keys = list(keys)
         with self._lock:
-            return [k for k, ok in zip(keys, self._open_mask(keys), strict=True) if not ok]
+            return [k for k, ok in zip(keys, self._table.open_mask(keys), strict=True) if not ok]
 
     def open(self, key: Any) -> None:
         """Open a stream at the initial state. An open key raises ``ValueError``, a key
         of a refused type ``TypeError`` (a numpy integer means the equal int)."""
-        key = canonical_key(key)
-        with self._lock:
-            if key in self._slots:
-                raise ValueError(f"stream {key!r} is already open")
-            self._open_slot(key, self._clock(), 0, None)
+        self.open_many([canonical_key(key)])
 
     def open_many(self, keys: Sequence[Any]) -> None:
-        """Open several streams at the initial state: all of them, or none (an open or
-        repeated key raises ``ValueError``, a key of a refused type ``TypeError``)."""
+        """Open several streams at the initial state, in one pass (a million in about a
+        second): all of them, or none (an open or repeated key raises ``ValueError``, a
+        key of a refused type ``TypeError``)."""
         keys = key_list(keys)
         with self._lock:
-            taken = [k for k in keys if k in self._slots]
-            if taken or len(set(keys)) != len(keys):
-                raise ValueError(f"streams already open or named twice: {taken[:20]!r}")
-            now, opened = self._clock(), []
-            try:
-                for key in keys:
-                    self._open_slot(key, now, 0, None)
-                    opened.append(key)
-            except BaseException:
-                for key in opened:
-                    self.close(key)
-                raise
+            self._check_new(keys)
+            self._table.open_many(keys, self._clock())
+
+    def _check_new(self, keys: list[Any]) -> None:
+        """``ValueError`` unless ``keys`` are distinct and none is open."""
+        taken = [k for k, ok in zip(keys, self._table.open_mask(keys), strict=True) if ok]
+        if taken:
+            if len(keys) == 1:
+                raise ValueError(f"stream {keys[0]!r} is already open")
+            raise ValueError(f"streams already open: {taken[:20]!r}")
+        if len(set(keys)) != len(keys):
+            twice = [k for k, n in Counter(keys).items() if n > 1]
+            raise ValueError(f"streams named twice: {twice[:20]!r}")
 
     def close(self, key: Any) -> None:
         """Close a stream; its slot is reused. An unknown key raises ``KeyError``."""
+        self.close_many([key])
+
+    def close_many(self, keys: Sequence[Any]) -> None:
+        """Close several open streams: all of them, or (``KeyError`` naming the keys
+        that are not open, ``ValueError`` for a key named twice) none."""
+        keys = key_list(keys)
         with self._lock:
-            slot = self._slot_of(key)
-            del self._slots[canonical_key(key)]
-            self._free.append(slot)
-            self._generation += 1
+            missing = [k for k, ok in zip(keys, self._table.open_mask(keys), strict=True) if not ok]
+            if missing:
+                if len(keys) == 1:
+                    raise KeyError(f"stream {keys[0]!r} is not open in this pool")
+                raise KeyError(f"streams not open in this pool: {missing[:20]!r}")
+            if len(set(keys)) != len(keys):
+                raise ValueError(
+                    f"streams named twice: {[k for k, n in Counter(keys).items() if n > 1][:20]!r}"
+                )
+            self._table.close_many(keys)
 
     def _slot_of(self, key: Any) -> int:
         """The slot of an open stream; ``TypeError`` for a key of a refused type,
         ``KeyError`` for one that is not open."""
         try:
-            return self._slots[canonical_key(key)]
+            return self._table.slots[canonical_key(key)]
         except KeyError:
             raise KeyError(f"stream {key!r} is not open in this pool") from None
-
-    def _open_slot(
-        self, key: Any, last_seen: float, steps: int, state: Mapping[str, np.ndarray] | None
-    ) -> int:
-        if not 0 <= steps <= MAX_STEPS:  # checked by every caller: an invariant
-            raise ValueError(f"a step count must be in [0, {MAX_STEPS}], got {steps}")
-        if not self._free:
-            self._grow()
-        slot = self._free.pop()
-        try:
-            self._store.write(slot, state)
-        except BaseException:
-            self._free.append(slot)  # a call that raises changes nothing, slots included
-            raise
-        self._last_seen[slot] = last_seen
-        self._steps[slot] = steps
-        self._steps_high = max(self._steps_high, steps)
-        self._slots[key] = slot
-        self._generation += 1
-        return slot
-
-    def _grow(self) -> None:
-        old = len(self._last_seen)
-        new = old * 2
-        self._store.grow(new)
-        self._last_seen = np.concatenate([self._last_seen, np.zeros(new - old)])
-        self._steps = np.concatenate([self._steps, np.zeros(new - old, np.int64)])
-        self._free.extend(range(new - 1, old - 1, -1))
 
     # -- ticks -------------------------------------------------------------------
     def step(self, samples: Mapping[Any, Any]) -> dict[Any, np.ndarray]:
@@ -217,11 +197,12 @@ class StreamPool:
             with self._lock:
                 self._rejected += len(samples) if isinstance(samples, Mapping) else 0
             raise
-        keys, xs, rejected = self._check_samples(samples)
+        keys, xs, rejected = check_samples(self.model.spec, samples)
         with self._lock:
             if rejected:  # an unknown key is reported before bad samples
                 named = list(samples)
-                unknown = [k for k, ok in zip(named, self._open_mask(named), strict=True) if not ok]
+                mask = self._table.open_mask(named)
+                unknown = [k for k, ok in zip(named, mask, strict=True) if not ok]
                 if unknown:
                     self._rejected += len(unknown)
                     raise KeyError(f"streams not open in this pool: {unknown[:20]!r}")
@@ -242,10 +223,10 @@ class StreamPool:
         type is rejected with the reason (never as "not open").
         """
         samples, refused = split_refused(samples)
-        keys, xs, rejected = self._check_samples(samples)
+        keys, xs, rejected = check_samples(self.model.spec, samples)
         rejected.update(refused)
         with self._lock:
-            still_open = self._open_mask(keys)
+            still_open = self._table.open_mask(keys)
             if not all(still_open):
                 rejected.update(
                     {k: "stream not open" for k, ok in zip(keys, still_open, strict=True) if not ok}
@@ -262,84 +243,57 @@ class StreamPool:
         """The fast path: ``keys`` (n,) and ``X`` (n, input_size) -> (n, output_size).
 
         Row i of the result is stream ``keys[i]``'s output. Keys must be open and
-        distinct (a numpy integer array of keys means the equal ints); ``X`` is checked
-        whole (shape, dtype, NaN/Inf) before anything runs.
+        distinct; a numpy integer array of keys means the equal ints, and is looked up
+        without a Python-level loop. ``X`` is checked whole (shape, dtype, NaN/Inf)
+        before anything runs.
         """
-        named: list[Any] | None = None
+        named: list[Any] | np.ndarray | None = None
         try:
-            named = keys = key_list(keys)
-            samples = check_batch(self.model.spec, keys, xs)
+            named = _tick_keys(keys)
+            samples = check_batch(self.model.spec, named, xs)
         except (TypeError, ValueError):
             with self._lock:
                 self._rejected += refused_rows(self.model.spec, named, xs)
             raise
-        if not keys:
+        if not len(named):
             return np.zeros((0, *self._output_tail()), np.float32)
-        return self._tick(keys, samples, check_distinct=True)
+        return self._tick(named, samples, check_distinct=True)
 
     def _output_tail(self) -> tuple[int, ...]:
         size = self.model.spec.output_size
         return () if size is None else (size,)
 
-    def _check_samples(
-        self, samples: Mapping[Any, Any]
-    ) -> tuple[list[Any], np.ndarray, dict[Any, str]]:
-        return check_samples(self.model.spec, samples)
-
-    def _open_mask(self, keys: list[Any]) -> list[bool]:
-        """Which keys are open (under the lock); one C-level pass for plain key types."""
-        if set(map(type, keys)) <= PLAIN_KEY_TYPES:
-            return [k in self._slots for k in keys]
-        return [key_in(self._slots, k) for k in keys]
-
-    def _slots_of(self, keys: list[Any], check_distinct: bool) -> np.ndarray:
+    def _slots_of(self, keys: list[Any] | np.ndarray, check_distinct: bool) -> np.ndarray:
         """The keys' slots (under the lock); ``KeyError``/``ValueError`` naming the keys
-        that are not open or named twice."""
-        generation, recent_keys, recent_slots = self._recent
-        if generation == self._generation and len(keys) == len(recent_keys):
-            # The same key objects, or equal keys of plain types (for those, equal means
-            # the same key): the slots checked when they were looked up still hold.
-            if all(map(operator.is_, keys, recent_keys)):
-                return recent_slots
-            if set(map(type, keys)) <= PLAIN_KEY_TYPES and keys == recent_keys:
-                return recent_slots
-        # The keys are canonical here (key_list, canonical_samples): of accepted types.
+        that are not open or named twice, each counted as rejected."""
         try:
-            slots = np.fromiter(map(self._slots.__getitem__, keys), np.int64, len(keys))
-        except (KeyError, TypeError):
-            missing = [k for k in keys if not key_in(self._slots, k)]
-            self._rejected += len(missing)
-            raise KeyError(f"streams not open in this pool: {missing[:20]!r}") from None
-        if check_distinct:
-            seen = np.zeros(len(self._last_seen), np.bool_)
-            seen[slots] = True
-            if np.count_nonzero(seen) != len(keys):
-                twice = [k for k, n in Counter(keys).items() if n > 1]
-                self._rejected += len(keys) - int(np.count_nonzero(seen))
-                raise ValueError(f"keys named more than once in one tick: {twice[:10]!r}")
-        self._recent = (self._generation, list(keys), slots)  # distinct: checked, or dict keys
-        return slots
+            return self._table.resolve(keys, check_distinct)
+        except (KeysNotOpen, KeysRepeated) as e:
+            self._rejected += e.count
+            raise
 
     def _tick(
-        self, keys: list[Any], samples: np.ndarray, check_distinct: bool = False
+        self, keys: list[Any] | np.ndarray, samples: np.ndarray, check_distinct: bool = False
     ) -> np.ndarray:
         with self._lock:
             start = time.perf_counter()
             slots = self._slots_of(keys, check_distinct)
+            table = self._table
             if self._steps_high >= MAX_STEPS:  # only then is the exact check needed
                 self._check_step_room(keys, slots)
             y = self._store.tick(slots, samples)
-            self._last_seen[slots] = self._clock()
-            self._steps[slots] += 1
+            table.last_seen[slots] = self._clock()
+            table.steps[slots] += 1
             self._steps_high += 1
             self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
             self._ticks += 1
             self._stream_steps += len(keys)
         return y
 
-    def _check_step_room(self, keys: list[Any], slots: np.ndarray) -> None:
+    def _check_step_room(self, keys: list[Any] | np.ndarray, slots: np.ndarray) -> None:
         """``ValueError`` naming the streams whose step count is at its maximum."""
-        full = np.flatnonzero(self._steps[slots] >= MAX_STEPS)
+        steps = self._table.steps
+        full = np.flatnonzero(steps[slots] >= MAX_STEPS)
         if full.size:
             self._rejected += len(keys)
             named = [keys[i] for i in full[:20].tolist()]
@@ -347,7 +301,8 @@ class StreamPool:
                 f"streams {named!r} have run {MAX_STEPS:,} steps, the most a step count "
                 f"holds: no stream stepped (restore them from a snapshot of fewer steps)"
             )
-        self._steps_high = int(self._steps[list(self._slots.values())].max(initial=0))
+        open_slots = np.fromiter(self._table.slots.values(), np.int64, len(self._table))
+        self._steps_high = int(steps[open_slots].max(initial=0))
 
     # -- one stream in or out ----------------------------------------------------
     def snapshot(self, key: Any) -> bytes:
@@ -356,7 +311,7 @@ class StreamPool:
         with self._lock:
             slot = self._slot_of(key)
             rows = self._store.read(np.array([slot]))
-            steps = int(self._steps[slot])
+            steps = int(self._table.steps[slot])
         return self.model.codec.encode({name: r[0] for name, r in rows.items()}, steps)
 
     def restore(self, key: Any, blob: bytes) -> None:
@@ -365,21 +320,48 @@ class StreamPool:
         key = canonical_key(key)
         state, steps = self.model.codec.decode(blob)
         with self._lock:
-            if key in self._slots:
+            if key in self._table.slots:
                 raise ValueError(f"stream {key!r} is already open; close it before restoring")
-            self._open_slot(key, self._clock(), steps, state)
+            self._open_rows([key], self._clock(), np.array([steps]),
+                            {name: value[None] for name, value in state.items()})  # fmt: skip
+
+    def restore_many(self, blobs: Mapping[Any, bytes]) -> None:
+        """Open several streams from their snapshots ``{key: bytes}``: all of them, or
+        none (an open or repeated key ``ValueError``, a bad snapshot ``SnapshotError``,
+        both before any opens)."""
+        keys = key_list(list(blobs))
+        decoded = [self.model.codec.decode(blob) for blob in blobs.values()]
+        with self._lock:
+            self._check_new(keys)
+            if not keys:
+                return
+            states = {name: np.stack([s[name] for s, _ in decoded]) for name in decoded[0][0]}
+            steps = np.array([n for _, n in decoded], np.int64)
+            self._open_rows(keys, self._clock(), steps, states)
+
+    def _open_rows(
+        self,
+        keys: list[Any],
+        last_seen: float | np.ndarray,
+        steps: np.ndarray,
+        states: Mapping[str, np.ndarray],
+    ) -> None:
+        if len(steps) and not (steps.min() >= 0 and steps.max() <= MAX_STEPS):
+            raise ValueError(f"a step count must be in [0, {MAX_STEPS}]")  # checked by callers
+        self._table.open_many(keys, last_seen, steps, states)
+        self._steps_high = max(self._steps_high, int(steps.max(initial=0)))
 
     def steps(self, key: Any) -> int:
         """Samples the stream has run since it was opened (kept by snapshots)."""
         with self._lock:
-            return int(self._steps[self._slot_of(key)])
+            return int(self._table.steps[self._slot_of(key)])
 
     def step_counts(self, keys: Sequence[Any]) -> np.ndarray:
         """The step counts of open, distinct ``keys`` (int64, in their order): after a
         tick of the same keys, one lookup for all of them."""
-        keys = key_list(keys)
+        named = _tick_keys(keys)
         with self._lock:
-            return np.array(self._steps[self._slots_of(keys, check_distinct=True)])
+            return np.array(self._table.steps[self._slots_of(named, check_distinct=True)])
 
     def state(self, key: Any) -> dict[str, np.ndarray]:
         """A copy of one stream's state, as ``Stream.state``."""
@@ -393,21 +375,21 @@ class StreamPool:
     def idle_seconds(self, key: Any) -> float:
         """Seconds since the stream's last step (or its open, if never stepped)."""
         with self._lock:
-            return float(self._clock() - self._last_seen[self._slot_of(key)])
+            return float(self._clock() - self._table.last_seen[self._slot_of(key)])
 
     def expire(self, idle_seconds: float) -> dict[Any, bytes]:
         """Close the streams idle for at least ``idle_seconds``; return their final
         snapshots ``{key: bytes}``, so the application can persist or drop them."""
         check_idle_seconds(idle_seconds)
         with self._lock:
-            now = self._clock()
-            stale = [
-                k for k, slot in self._slots.items() if now - self._last_seen[slot] >= idle_seconds
-            ]
-            out = {k: self.snapshot(k) for k in stale}
-            for k in stale:
-                self.close(k)
-            self._expired += len(stale)
+            table = self._table
+            keys = list(table.slots)
+            slots = np.fromiter(table.slots.values(), np.int64, len(keys))
+            stale = np.flatnonzero(self._clock() - table.last_seen[slots] >= idle_seconds)
+            gone = [keys[i] for i in stale.tolist()]
+            out = {k: self.snapshot(k) for k in gone}
+            table.close_many(gone)
+            self._expired += len(gone)
         return out
 
     # -- files -------------------------------------------------------------------
@@ -419,11 +401,12 @@ class StreamPool:
     def to_bytes(self) -> bytes:
         """What ``save`` writes: every stream, checksummed, tied to this model."""
         with self._lock:
-            keys = list(self._slots)
-            slots = np.fromiter(self._slots.values(), np.int64, len(keys))
+            table = self._table
+            keys = list(table.slots)
+            slots = np.fromiter(table.slots.values(), np.int64, len(keys))
             states = self._store.read(slots)
-            idle = self._clock() - self._last_seen[slots]
-            steps = self._steps[slots]
+            idle = self._clock() - table.last_seen[slots]
+            steps = table.steps[slots]
         return poolfile.encode(self.model.spec.fingerprint, keys, states, steps, idle)
 
     @classmethod
@@ -469,10 +452,8 @@ class StreamPool:
         pool = cls(
             model, clock=clock, capacity=max(n, 64), graph=graph, state_on_device=state_on_device
         )
-        now = clock()
-        for i, key in enumerate(file.keys):
-            state = {name: rows[i] for name, rows in file.states.items()}
-            pool._open_slot(key, now - float(file.idle[i]), int(file.steps[i]), state)
+        if n:
+            pool._open_rows(file.keys, clock() - file.idle, file.steps, file.states)
         return pool
 
     # -- monitoring --------------------------------------------------------------
@@ -482,8 +463,8 @@ class StreamPool:
             recent = self._latencies[: min(self._ticks, _LATENCY_WINDOW)] * 1e6
             p50, p99 = np.percentile(recent, [50, 99]) if len(recent) else (0.0, 0.0)
             return PoolStats(
-                open_streams=len(self._slots),
-                capacity=len(self._last_seen),
+                open_streams=len(self._table),
+                capacity=self._table.capacity,
                 ticks=self._ticks,
                 stream_steps=self._stream_steps,
                 rejected_samples=self._rejected,
@@ -491,6 +472,14 @@ class StreamPool:
                 tick_p50_us=float(p50),
                 tick_p99_us=float(p99),
             )
+
+
+def _tick_keys(keys: Any) -> list[Any] | np.ndarray:
+    """A tick's keys: an integer array kept as it is (its ids are looked up at once),
+    anything else as a list of canonical keys (``key_list``)."""
+    if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
+        return keys
+    return key_list(keys)
 
 
 def _is_a_fleet_pool(pool: StreamPool) -> FleetPool:

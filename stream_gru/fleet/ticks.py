@@ -70,7 +70,7 @@ def row_count(xs: Any) -> int:
     return int(shape[0]) if shape else 0
 
 
-def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
+def check_batch(spec: ModelSpec, keys: Sequence[Any] | np.ndarray, xs: Any) -> np.ndarray:
     """``step_batch``'s ``X`` checked whole: float32 ``(len(keys), *sample)``, or
     ``ValueError`` naming the keys whose rows are not finite (``TypeError`` for a
     non-numeric ``X``)."""
@@ -91,7 +91,7 @@ def check_batch(spec: ModelSpec, keys: Sequence[Any], xs: Any) -> np.ndarray:
     return samples
 
 
-def refused_rows(spec: ModelSpec, keys: Sequence[Any] | None, xs: Any) -> int:
+def refused_rows(spec: ModelSpec, keys: Sequence[Any] | np.ndarray | None, xs: Any) -> int:
     """How many samples a refused ``step_batch(keys, X)`` rejected: the rows that are
     not finite where that was the fault, else every row (``keys`` None: the keys
     themselves were refused)."""

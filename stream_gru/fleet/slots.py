@@ -1,0 +1,225 @@
+"""Which slot each open stream of a pool holds, and per slot its step count and the time
+it was last seen; opening, closing and looking up one key or a whole fleet at once.
+
+Slots are rows of the store's state arrays (``stores.py``). Free slots wait on a stack
+(an int64 array), so a million opens take one slice, not a million pops. A fleet
+numbered by integer ids has a second index beside the key dict: a table from id to
+slot, so that ``step_batch`` with a numpy array of ids resolves its slots in one
+vectorized lookup; ids outside the table (negative, or far beyond the number of
+streams) are found through the dict as any other key. A tick's key list is usually the
+last tick's again: while no stream opened or closed, an equal list (or array) reuses
+the slots looked up for it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .keys import PLAIN_KEY_TYPES, key_in
+from .stores import DeviceStates, HostStates
+
+__all__ = ["KeysNotOpen", "KeysRepeated", "SlotTable"]
+
+_ID_TABLE_MIN = 1 << 16  # the id table may always cover ids below this
+
+
+class KeysNotOpen(KeyError):
+    """Keys of a tick that are not open; ``count``: how many."""
+
+    def __init__(self, keys: list[Any], count: int) -> None:
+        super().__init__(f"streams not open in this pool: {keys[:20]!r}")
+        self.count = count
+
+
+class KeysRepeated(ValueError):
+    """Keys named more than once in one tick; ``count``: the samples beyond one each."""
+
+    def __init__(self, keys: list[Any], count: int) -> None:
+        super().__init__(f"keys named more than once in one tick: {keys[:10]!r}")
+        self.count = count
+
+
+class SlotTable:
+    """The slots of a pool's open streams (not thread-safe: the pool's lock guards it)."""
+
+    def __init__(self, store: HostStates | DeviceStates, capacity: int) -> None:
+        self.store = store
+        self.slots: dict[Any, int] = {}
+        self.last_seen = np.zeros(capacity, np.float64)
+        self.steps = np.zeros(capacity, np.int64)
+        self.generation = 0  # moves on whenever a stream opens or closes
+        self._free = np.arange(capacity - 1, -1, -1, dtype=np.int64)  # a stack: top at the end
+        self._free_top = capacity
+        self._stamp = np.zeros(capacity, np.int64)  # scratch for the distinct-keys check
+        self._ids = np.full(0, -1, np.int64)  # slot by integer id, -1: not open
+        self._recent: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
+
+    @property
+    def capacity(self) -> int:
+        return len(self.last_seen)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __contains__(self, key: object) -> bool:
+        return key_in(self.slots, key)
+
+    def open_mask(self, keys: list[Any]) -> list[bool]:
+        """Which keys are open; one C-level pass for plain key types."""
+        if set(map(type, keys)) <= PLAIN_KEY_TYPES:
+            return [k in self.slots for k in keys]
+        return [key_in(self.slots, k) for k in keys]
+
+    def slot_of(self, key: Any) -> int:
+        """``KeyError`` for a key that is not open (the key is canonical)."""
+        try:
+            return self.slots[key]
+        except KeyError:
+            raise KeyError(f"stream {key!r} is not open in this pool") from None
+
+    # -- opening and closing ------------------------------------------------------------
+    def open_many(
+        self,
+        keys: list[Any],
+        last_seen: float | np.ndarray,
+        steps: np.ndarray | None = None,
+        states: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Give canonical, distinct keys that are not open a slot each, written with
+        ``states`` (rows in the keys' order; None: zeros) and ``steps``; their slots.
+        All or nothing: a store that fails to write changes nothing."""
+        n = len(keys)
+        while self._free_top < n:
+            self._grow()
+        slots = self._free[self._free_top - n : self._free_top][::-1].copy()
+        self.store.write_many(slots, states)  # may raise: nothing taken yet
+        self._free_top -= n
+        self.last_seen[slots] = last_seen
+        self.steps[slots] = 0 if steps is None else steps
+        self.slots.update(zip(keys, slots.tolist(), strict=True))
+        self._index_ids(keys, slots)
+        self.generation += 1
+        return slots
+
+    def close_many(self, keys: list[Any]) -> np.ndarray:
+        """Free the slots of open, canonical ``keys``; their slots."""
+        slots = np.fromiter((self.slots.pop(k) for k in keys), np.int64, len(keys))
+        self._free[self._free_top : self._free_top + len(slots)] = slots
+        self._free_top += len(slots)
+        ids = _ids_of(keys)
+        if ids is not None:
+            inside = (ids >= 0) & (ids < len(self._ids))
+            self._ids[ids[inside]] = -1
+        self.generation += 1
+        return slots
+
+    def _grow(self) -> None:
+        old, new = self.capacity, self.capacity * 2
+        self.store.grow(new)
+        self.last_seen = np.concatenate([self.last_seen, np.zeros(new - old)])
+        self.steps = np.concatenate([self.steps, np.zeros(new - old, np.int64)])
+        self._stamp = np.zeros(new, np.int64)
+        free = np.empty(new, np.int64)
+        free[: self._free_top] = self._free[: self._free_top]
+        free[self._free_top : self._free_top + new - old] = np.arange(new - 1, old - 1, -1)
+        self._free = free
+        self._free_top += new - old
+
+    def _index_ids(self, keys: list[Any], slots: np.ndarray) -> None:
+        """Put the integer keys of an open in the id table, where they fit in it."""
+        ids = _ids_of(keys)
+        if ids is None:
+            return
+        limit = max(_ID_TABLE_MIN, 4 * self.capacity)
+        inside = (ids >= 0) & (ids < limit)
+        if not inside.any():
+            return
+        top = int(ids[inside].max()) + 1
+        if top > len(self._ids):
+            grown = np.full(min(limit, max(top, 2 * len(self._ids))), -1, np.int64)
+            grown[: len(self._ids)] = self._ids
+            self._ids = grown
+        self._ids[ids[inside]] = slots[inside]
+
+    # -- a tick's keys ------------------------------------------------------------------
+    def resolve(self, keys: list[Any] | np.ndarray, check_distinct: bool) -> np.ndarray:
+        """The slots of a tick's keys (canonical, or an integer array of ids):
+        ``KeysNotOpen`` for keys that are not open, ``KeysRepeated`` (with
+        ``check_distinct``) for keys named twice."""
+        generation, recent_keys, recent_slots = self._recent
+        same = generation == self.generation and recent_keys is not None
+        if same and _same_keys(keys, recent_keys):
+            return recent_slots
+        if isinstance(keys, np.ndarray):
+            slots = self._resolve_ids(keys)
+            if slots is None:  # ids outside the table: through the dict
+                return self.resolve(keys.tolist(), check_distinct)
+        else:
+            try:
+                slots = np.fromiter(map(self.slots.__getitem__, keys), np.int64, len(keys))
+            except (KeyError, TypeError):
+                missing = [k for k in keys if not key_in(self.slots, k)]
+                raise KeysNotOpen(missing, len(missing)) from None
+        if check_distinct:
+            self._check_distinct(keys, slots)
+        kept = keys.copy() if isinstance(keys, np.ndarray) else list(keys)
+        self._recent = (self.generation, kept, slots)
+        return slots
+
+    def _resolve_ids(self, ids: np.ndarray) -> np.ndarray | None:
+        """The slots of an integer id array through the id table; None where some id is
+        outside it."""
+        if ids.size == 0:
+            return np.zeros(0, np.int64)
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= len(self._ids):
+            return None
+        slots = np.asarray(self._ids[ids], np.int64)
+        closed = np.flatnonzero(slots < 0)
+        if closed.size:
+            missing = ids[closed[:20]].tolist()
+            raise KeysNotOpen(missing, int(closed.size))
+        return slots
+
+    def _check_distinct(self, keys: list[Any] | np.ndarray, slots: np.ndarray) -> None:
+        """``KeysRepeated`` where a slot comes twice: the later position of a repeated
+        slot overwrites the earlier one's stamp, O(n) with no clearing."""
+        positions = np.arange(len(slots))
+        self._stamp[slots] = positions
+        repeated = np.flatnonzero(self._stamp[slots] != positions)
+        if repeated.size:
+            listed = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+            twice = [k for k, n in Counter(listed).items() if n > 1]
+            raise KeysRepeated(twice, int(repeated.size))
+
+
+def _ids_of(keys: list[Any]) -> np.ndarray | None:
+    """``keys`` as an int64 array where they are all ints that fit one (else None)."""
+    if not keys or set(map(type, keys)) != {int}:
+        return None
+    try:
+        return np.fromiter(keys, np.int64, len(keys))
+    except OverflowError:
+        return None
+
+
+def _same_keys(keys: list[Any] | np.ndarray, recent: Any) -> bool:
+    """Whether a tick names the same keys as the last one (whose slots then hold)."""
+    if isinstance(keys, np.ndarray):
+        return (
+            isinstance(recent, np.ndarray)
+            and keys.shape == recent.shape
+            and bool(np.array_equal(keys, recent))
+        )
+    if isinstance(recent, np.ndarray) or len(keys) != len(recent):
+        return False
+    # The same key objects, or equal keys of plain types (for those, equal means the same
+    # key): the slots checked when they were looked up still hold.
+    if all(map(operator.is_, keys, recent)):
+        return True
+    return set(map(type, keys)) <= PLAIN_KEY_TYPES and keys == recent
