@@ -52,10 +52,14 @@ class Plan:
     trial_seconds: float = 0.4
     million: int = 1_000_000  # the fleet of the million-stream goals
     key_streams: int = 65536
+    paired: tuple[int, ...] = (4096, 65536, 1048576)  # the ratio goals' fleets
+    rounds: int = 15  # rounds of the ratio goals' rotation
+    round_seconds: float = 0.15
 
 
 QUICK = Plan(sizes=(1, 16, 256, 1024), trials=2, trial_seconds=0.02, million=20_000,
-             key_streams=4096)  # fmt: skip
+             key_streams=4096, paired=(256, 1024, 4096), rounds=2,
+             round_seconds=0.01)  # fmt: skip
 
 
 def build_models(directory: Path) -> dict[str, tuple[Path, Path]]:
@@ -147,6 +151,29 @@ print(json.dumps({"bytes_per_stream": used / n, "state_bytes": state}))
 """
 
 
+def measure_paired(models: dict[str, tuple[Path, Path]], plan: Plan) -> dict[str, Any]:
+    """The ratio goals, measured in rotation so that a shared machine's drift falls on
+    both sides of each ratio: GRU pools of each ``plan.paired`` size and an LSTM pool of
+    the first, every stream in every tick, one batch of ticks of each per round; the
+    median seconds per stream-step of each over the rounds."""
+    fleets = [("gru-h64", n) for n in plan.paired] + [("lstm-h64", plan.paired[0])]
+    ticks = {}
+    for name, n in fleets:
+        model = sg.load(models[name][0], provider="cpu")
+        pool = model.pool()
+        ids = np.arange(n)
+        pool.open_many(ids)
+        xs = np.random.default_rng(n).standard_normal((n, model.spec.input_size))
+        ticks[(name, n)] = (pool, ids, xs.astype(np.float32))
+    per_step: dict[tuple[str, int], list[float]] = {fleet: [] for fleet in fleets}
+    for _ in range(plan.rounds):
+        for fleet, (pool, ids, xs) in ticks.items():
+            seconds = _time(lambda p=pool, i=ids, x=xs: p.step_batch(i, x), plan.round_seconds)
+            per_step[fleet].append(seconds / len(ids))
+    rates = {f"{name} {n}": 1 / float(np.median(v)) for (name, n), v in per_step.items()}
+    return {"rounds": plan.rounds, "steps_per_s": rates}
+
+
 def measure_million(onnx: Path, plan: Plan) -> dict[str, Any]:
     """The million-stream goals, on the GRU."""
     model = sg.load(onnx, provider="cpu")
@@ -207,25 +234,25 @@ def measure_keys(onnx: Path, plan: Plan) -> dict[str, Any]:
 def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Every goal of the issue with its measured value."""
     out = []
-    rows = {m: {row["streams"]: row for row in r["models"][m]["sizes"]} for m in r["models"]}
-    gru = rows.get("gru-h64", {})
 
     def add(what: str, value: float | None, op: str, goal: float, unit: str = "") -> None:
         met = None if value is None else (value >= goal if op == ">=" else value <= goal)
         out.append({"what": what, "measured": value, "op": op, "goal": goal, "unit": unit,
                     "met": met})  # fmt: skip
 
-    base = gru.get(4096, {}).get("steps_per_s", {}).get("pool")
-    for n in (65536, 1048576):
-        rate = gru.get(n, {}).get("steps_per_s", {}).get("pool")
-        add(f"GRU pool at {n:,} / at 4,096 streams", rate / base if rate and base else None,
+    paired = r.get("paired", {}).get("steps_per_s", {})
+    first, *larger = r.get("plan", {}).get("paired", []) or [4096]
+    base = paired.get(f"gru-h64 {first}")
+    for n in larger:
+        rate = paired.get(f"gru-h64 {n}")
+        add(f"GRU pool at {n:,} / at {first:,} streams", rate / base if rate and base else None,
             ">=", 0.9, "x")  # fmt: skip
     ceiling = r["models"].get("gru-h64", {}).get("ceiling_steps_per_s")
-    add("GRU pool share of the GEMM ceiling at 4,096", 100 * base / ceiling
+    add(f"GRU pool share of the GEMM ceiling at {first:,}", 100 * base / ceiling
         if base and ceiling else None, ">=", 55, "%")  # fmt: skip
-    lstm = rows.get("lstm-h64", {}).get(4096, {}).get("steps_per_s", {}).get("pool")
-    add("LSTM cost per stream-step / GRU's, 4,096 streams", base / lstm if base and lstm else None,
-        "<=", 1.3, "x")  # fmt: skip
+    lstm = paired.get(f"lstm-h64 {first}")
+    add(f"LSTM cost per stream-step / GRU's, {first:,} streams",
+        base / lstm if base and lstm else None, "<=", 1.3, "x")  # fmt: skip
     keys, million = r.get("keys", {}), r.get("million", {})
     add(f"keys and checks, share of a {keys.get('streams', 0):,}-stream tick",
         100 * keys["share"] if keys else None, "<=", 10, "%")  # fmt: skip
@@ -270,6 +297,11 @@ def report(r: dict[str, Any]) -> str:
             f"{m['tenth_tick_s'] * 1e3:.0f} ms; save {m['save_s']:.1f} s, load "
             f"{m['load_s']:.1f} s ({m['file_mb']:.0f} MB)",
         ]
+    paired = r.get("paired")
+    if paired:
+        lines += ["", f"the ratio goals' pools, ticked in rotation ({paired['rounds']} rounds, "
+                  "medians): " + ", ".join(f"{k} streams {v / 1e6:.2f} M/s"
+                                           for k, v in paired["steps_per_s"].items())]  # fmt: skip
     lines += ["", "goals (issue 15)"]
     for g in r["goals"]:
         value = "n/a" if g["measured"] is None else f"{g['measured']:.3g}{g['unit']}"
@@ -326,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": measure_sizes(onnx, ckpt, plan, lambda s: print(s, flush=True)),
             }
         gru = models["gru-h64"][0]
+        print("the ratio goals, pools ticked in rotation ...", flush=True)
+        result["paired"] = measure_paired(models, plan)
         print("the million-stream goals ...", flush=True)
         result["million"] = measure_million(gru, plan)
         result["keys"] = measure_keys(gru, plan)

@@ -19,7 +19,7 @@ first through its C input. A GRU computes PyTorch's GRU (``linear_before_reset=1
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = n + z * (h - n)              # = (1 - z) * n + z * h
 
-and an LSTM PyTorch's LSTM (gates i, f, g, o; all four in one Gemm on [x, h], then split):
+and an LSTM PyTorch's LSTM (gates i, f, g, o; a Gemm on [x, h] for each):
 
     i, f, o = sigmoid(W_i. x + W_h. h + b), g = tanh(W_ig x + W_hg h + b_g)
     c' = f * c + i * g,  h' = o * tanh(c')
@@ -201,27 +201,28 @@ def _gru_layer(b: _Builder, w: dict[str, np.ndarray], k: int, h_size: int, x: st
 def _lstm_layer(
     b: _Builder, w: dict[str, np.ndarray], k: int, h_size: int, x: str, h: str, c: str
 ) -> tuple[str, str]:
-    """One LSTM layer's new (hidden, cell) states. The four gates in one Gemm on the
-    concatenated [x, h] (their rows reordered from PyTorch's i, f, g, o to i, f, o, g,
-    so one Sigmoid serves the three sigmoid gates), then split: fewer, larger nodes than
-    a Gemm pair per gate (1.3x the GRU's time per row for 1.33x its arithmetic)."""
-    order = np.concatenate([np.arange(i * h_size, (i + 1) * h_size) for i in (0, 1, 3, 2)])
+    """One LSTM layer's new (hidden, cell) states: [x, h] concatenated once, then one
+    Gemm per gate followed by its Sigmoid or Tanh, which onnxruntime fuses into the
+    Gemm. Measured against one Gemm for all four gates and Splits, and against a Gemm
+    pair per gate: 1.2x the GRU's time per row for 1.33x its arithmetic, the others
+    1.25-1.35x (docs/design.md, trap 7)."""
     weights = np.concatenate([w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]], axis=1)
-    bias = (w[f"rnn.bias_ih_l{k}"] + w[f"rnn.bias_hh_l{k}"])[order]
+    bias = w[f"rnn.bias_ih_l{k}"] + w[f"rnn.bias_hh_l{k}"]
     (xh,) = b.op("Concat", [x, h], [f"xh_{k}"], axis=1)
-    (pre,) = b.op("Gemm", [xh, b.const(f"w_{k}", weights[order]), b.const(f"b_{k}", bias)],
-                  [f"pre_{k}"], transB=1)  # fmt: skip
-    sizes = b.const(f"split_gates_{k}", np.array([3 * h_size, h_size], np.int64))
-    pre_ifo, pre_g = b.op("Split", [pre, sizes], [f"pre_ifo_{k}", f"pre_g_{k}"], axis=1)
-    (ifo,) = b.op("Sigmoid", [pre_ifo], [f"ifo_{k}"])
-    (g,) = b.op("Tanh", [pre_g], [f"g_{k}"])
-    thirds = b.const(f"split_ifo_{k}", np.full(3, h_size, np.int64))
-    i, f, o = b.op("Split", [ifo, thirds], [f"i_{k}", f"f_{k}", f"o_{k}"], axis=1)
-    (fc,) = b.op("Mul", [f, c], [f"fc_{k}"])
-    (ig,) = b.op("Mul", [i, g], [f"ig_{k}"])
+    gates = {}
+    for index, (gate, activation) in enumerate(
+        (("i", "Sigmoid"), ("f", "Sigmoid"), ("g", "Tanh"), ("o", "Sigmoid"))
+    ):  # PyTorch's order of the gates' rows
+        rows = slice(index * h_size, (index + 1) * h_size)
+        (pre,) = b.op("Gemm", [xh, b.const(f"w_{gate}_{k}", weights[rows]),
+                               b.const(f"b_{gate}_{k}", bias[rows])],
+                      [f"pre_{gate}_{k}"], transB=1)  # fmt: skip
+        gates[gate] = b.op(activation, [pre], [f"{gate}_{k}"])[0]
+    (fc,) = b.op("Mul", [gates["f"], c], [f"fc_{k}"])
+    (ig,) = b.op("Mul", [gates["i"], gates["g"]], [f"ig_{k}"])
     (c_new,) = b.op("Add", [fc, ig], [f"cn_{k}"])
     (tanh_c,) = b.op("Tanh", [c_new], [f"tanh_c_{k}"])
-    (h_new,) = b.op("Mul", [o, tanh_c], [f"hn_{k}"])
+    (h_new,) = b.op("Mul", [gates["o"], tanh_c], [f"hn_{k}"])
     return h_new, c_new
 
 

@@ -7,7 +7,7 @@ without caring which graph serves it.
 - ``SequenceGraph``: the model file's own graph (any ``ModelIO``), through
   ``Model.run_batch``: the graph streams run, so a pool's results equal its streams'
   bit for bit.
-- the one-step graph this project's GRU models carry beside it
+- the one-step graph this project's GRU and LSTM models carry beside it
   (``core.embedded.OneStepGraph``): plain Gemm/Sigmoid/Tanh nodes, faster at large
   batch (docs/design.md, trap 7).
 
@@ -65,7 +65,7 @@ def choose_graph(model: Model, graph: str) -> BatchedGraph:
             return step
         if graph == "step":
             raise ValueError(
-                f"{model.path} carries no one-step graph (only this project's GRU models "
+                f"{model.path} carries no one-step graph (this project's GRU and LSTM "
                 f"do); use graph='sequence'"
             )
     return SequenceGraph(model)

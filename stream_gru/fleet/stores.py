@@ -32,11 +32,12 @@ Dtypes = Mapping[str, np.dtype[Any]]
 
 
 def block_rows_for(shapes: Shapes) -> int:
-    """Rows per block of a large tick: the most whose per-row activations (about the
-    state's width, four bytes each) fit in 256 KiB, a power of two in [64, 4096]. A
-    tick of many streams runs block by block, so that the graph's intermediate tensors
-    stay in the caches (docs/design.md, trap 11)."""
-    width = max(int(np.prod(shape[-1:])) for shape in shapes.values()) if shapes else 64
+    """Rows per block of a large tick: the most whose layer of state (four bytes a value,
+    one layer of every state tensor of a row together) fits in 256 KiB, a power of two
+    in [64, 4096]: 1,024 for a GRU of H=64, 512 for an LSTM of H=64 (h and c), 256 for
+    H=256. A tick of many streams runs block by block, so that the graph's intermediate
+    tensors, each about as wide as a layer, stay in the caches (docs/design.md, trap 11)."""
+    width = sum(int(shape[-1]) for shape in shapes.values() if shape) if shapes else 64
     rows = (256 * 1024) // (4 * max(width, 1))
     return int(min(4096, max(64, 2 ** int(np.log2(max(rows, 1))))))
 
@@ -75,23 +76,44 @@ class HostStates:
         """Step ``slots`` by ``samples``, ``block_rows`` at a time: a row's result does
         not depend on the other rows of its call (trap 10), so the blocks give the
         outputs of one call, bit for bit (tested)."""
-        size = self.block_rows
-        if len(slots) <= size:
-            return self._step(slots, samples)
-        first = self._step(slots[:size], samples[:size])
-        out = np.empty((len(slots), *first.shape[1:]), first.dtype)
-        out[:size] = first
-        for start in range(size, len(slots), size):
-            end = start + size
-            out[start:end] = self._step(slots[start:end], samples[start:end])
+        rows, n, size = _as_run(slots), len(slots), self.block_rows
+        if n <= size:
+            return self._step(rows, samples)
+        out: np.ndarray | None = None
+        for start in range(0, n, size):
+            end = min(start + size, n)
+            block = (
+                slice(rows.start + start, rows.start + end)
+                if isinstance(rows, slice)
+                else rows[start:end]
+            )
+            y = self._step(block, samples[start:end])
+            if out is None:
+                out = np.empty((n, *y.shape[1:]), y.dtype)
+            out[start:end] = y
+        assert out is not None
         return out
 
-    def _step(self, slots: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        states = {name: np.take(arr, slots, axis=0) for name, arr in self._arrays.items()}
+    def _step(self, rows: slice | np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """One call of the graph for the slots ``rows``: a slice of consecutive slots is
+        read in place, other slots are gathered first."""
+        if isinstance(rows, slice):
+            states = {name: arr[rows] for name, arr in self._arrays.items()}
+        else:
+            states = {name: np.take(arr, rows, axis=0) for name, arr in self._arrays.items()}
         y, new = self._graph.run(samples, states)
         for name, arr in self._arrays.items():
-            arr[slots] = new[name]
+            arr[rows] = new[name]
         return y
+
+
+def _as_run(slots: np.ndarray) -> slice | np.ndarray:
+    """``slots`` as a slice where they are consecutive and ascending (a fleet ticked in
+    the order it was opened), which saves a gather's copy; else ``slots``."""
+    n = len(slots)
+    if n and int(slots[-1]) - int(slots[0]) == n - 1 and (n == 1 or (np.diff(slots) == 1).all()):
+        return slice(int(slots[0]), int(slots[0]) + n)
+    return slots
 
 
 class DeviceStates:

@@ -25,7 +25,8 @@ def test_blocked_and_reordered_ticks_equal_one_tick_bit_for_bit(model, graph):
     one = sg.StreamPool(model, graph=graph, block_rows=4096)
     blocked = sg.StreamPool(model, graph=graph, block_rows=5)  # 8 blocks, the last of 2
     shuffled = sg.StreamPool(model, graph=graph, block_rows=3)
-    for pool in (one, blocked, shuffled):
+    halves = sg.StreamPool(model, graph=graph, block_rows=4)  # runs of slots not from 0
+    for pool in (one, blocked, shuffled, halves):
         pool.open_many(range(n))
     for _ in range(20):
         x = (rng.standard_normal((n, 3)) * 2).astype(np.float32)
@@ -34,10 +35,15 @@ def test_blocked_and_reordered_ticks_equal_one_tick_bit_for_bit(model, graph):
         order = rng.permutation(n)
         reordered = shuffled.step_batch(order, x[order])
         np.testing.assert_array_equal(reordered[np.argsort(order)], y)
+        cut = int(rng.integers(1, n))
+        first = halves.step_batch(np.arange(cut), x[:cut])
+        np.testing.assert_array_equal(np.concatenate([first, halves.step_batch(
+            np.arange(cut, n), x[cut:])]), y)  # fmt: skip
     for k in range(n):
         for name, value in one.state(k).items():
             np.testing.assert_array_equal(blocked.state(k)[name], value)
             np.testing.assert_array_equal(shuffled.state(k)[name], value)
+            np.testing.assert_array_equal(halves.state(k)[name], value)
 
 
 def test_block_rows_is_checked(model):

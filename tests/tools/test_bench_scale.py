@@ -20,7 +20,8 @@ def test_quick_scale_bench_reports_every_contender_and_goal(tmp_path):
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     expected = ("gru-h64", "lstm-h64", "StreamPool", "by hand", "PyTorch eager",
-                "GEMM ceiling", "goals (issue 15)", "open_many", "memory per stream")  # fmt: skip
+                "GEMM ceiling", "goals (issue 15)", "open_many", "memory per stream",
+                "ticked in rotation")  # fmt: skip
     for words in expected:
         assert words in run.stdout, words
     r = json.loads((tmp_path / "scale.json").read_text())
@@ -31,4 +32,5 @@ def test_quick_scale_bench_reports_every_contender_and_goal(tmp_path):
             assert set(row["steps_per_s"]) == {"pool", "by hand", "PyTorch eager"}
             assert all(v > 0 for v in row["steps_per_s"].values())
     assert len(r["goals"]) == 9 and r["million"]["open_many_s"] > 0
+    assert all(goal["measured"] is not None for goal in r["goals"]), r["goals"]
     assert (tmp_path / "scale.png").exists()
