@@ -13,8 +13,13 @@ on one thread, every stream of the pool stepped in every tick:
   handed slot indices (no key lookup, no input checks);
 - PyTorch eager: the same gather/run/scatter on torch tensors.
 
-Trials of about ``--trial-seconds`` per contender, in rotating order; the median
-stream-steps/s, and its share of the single-thread GEMM ceiling. Then, for the GRU, at
+Three trials of about 0.4 s per contender and size, in rotating order; the median
+stream-steps/s, and its share of the single-thread GEMM ceiling. The ratio goals (flat
+with fleet size, LSTM against GRU) are measured apart, with GRU pools of 4,096, 65,536
+and 1,048,576 streams and an LSTM pool of 4,096 ticked in rotation, 15 rounds of about
+0.15 s each, so that the machine's drift falls on both sides of each ratio, each round's rate its
+whole time over its stream-steps (measured one size after another, or as medians of
+single ticks, the same code read anywhere from 0.82x to 1.0x). Then, at
 a million streams: ``open_many``, the memory per stream beyond the state (tracemalloc,
 in a child process), ``save`` and ``load_pool``, a tick of 10% of the streams against a
 full one, and the share of a 65,536-stream tick spent looking up and checking its keys.
@@ -168,8 +173,13 @@ def measure_paired(models: dict[str, tuple[Path, Path]], plan: Plan) -> dict[str
     per_step: dict[tuple[str, int], list[float]] = {fleet: [] for fleet in fleets}
     for _ in range(plan.rounds):
         for fleet, (pool, ids, xs) in ticks.items():
-            seconds = _time(lambda p=pool, i=ids, x=xs: p.step_batch(i, x), plan.round_seconds)
-            per_step[fleet].append(seconds / len(ids))
+            count, start = 0, time.perf_counter()
+            while count == 0 or time.perf_counter() - start < plan.round_seconds:
+                pool.step_batch(ids, xs)
+                count += 1
+            # a round's whole time over its stream-steps: a median of single ticks would
+            # let short ticks dodge the pauses a shared machine gives every tick
+            per_step[fleet].append((time.perf_counter() - start) / (count * len(ids)))
     rates = {f"{name} {n}": 1 / float(np.median(v)) for (name, n), v in per_step.items()}
     return {"rounds": plan.rounds, "steps_per_s": rates}
 
