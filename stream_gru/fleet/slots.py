@@ -4,8 +4,8 @@ it was last seen; opening, closing and looking up one key or a whole fleet at on
 Slots are rows of the store's state arrays (``stores.py``). Free slots wait on a stack
 (an int64 array), so a million opens take one slice, not a million pops. A fleet
 numbered by integer ids has a second index beside the key dict: a table from id to
-slot, so that ``step_batch`` with a numpy array of ids resolves its slots in one
-vectorized lookup; ids outside the table (negative, or far beyond the number of
+slot, so that ``step_batch`` with a numpy array of ids (or a list of 64 or more plain
+ints) resolves its slots in one vectorized lookup; ids outside the table (negative, or far beyond the number of
 streams) are found through the dict as any other key. A tick's key list is usually the
 last tick's again: while no stream opened or closed, an equal list (or array) reuses
 the slots looked up for it.
@@ -155,11 +155,11 @@ class SlotTable:
         same = generation == self.generation and recent_keys is not None
         if same and _same_keys(keys, recent_keys):
             return recent_slots
-        if isinstance(keys, np.ndarray):
-            slots = self._resolve_ids(keys)
-            if slots is None:  # ids outside the table: through the dict
-                return self.resolve(keys.tolist(), check_distinct)
-        else:
+        ids = keys if isinstance(keys, np.ndarray) else _as_ids(keys)
+        slots = None if ids is None else self._resolve_ids(ids)
+        if slots is None and isinstance(keys, np.ndarray):  # ids beyond the table: the dict
+            return self.resolve(keys.tolist(), check_distinct)
+        if slots is None:
             try:
                 slots = np.fromiter(map(self.slots.__getitem__, keys), np.int64, len(keys))
             except (KeyError, TypeError):
@@ -205,6 +205,18 @@ def _ids_of(keys: list[Any]) -> np.ndarray | None:
     try:
         return np.fromiter(keys, np.int64, len(keys))
     except OverflowError:
+        return None
+
+
+def _as_ids(keys: list[Any]) -> np.ndarray | None:
+    """A long list of plain ints as an int64 array, to be looked up in the id table at
+    once (a dict lookup per key costs about as much as the key's share of the graph);
+    None for anything else."""
+    if len(keys) < 64 or set(map(type, keys)) != {int}:
+        return None
+    try:
+        return np.array(keys, np.int64)
+    except OverflowError:  # beyond int64: through the dict
         return None
 
 

@@ -54,12 +54,19 @@ def test_block_rows_is_checked(model):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    opened=st.lists(st.integers(-5, 3000), min_size=1, max_size=40, unique=True),
+    opened=st.lists(st.integers(-5, 3000), min_size=1, max_size=120, unique=True),
     ticks=st.lists(
-        st.lists(st.integers(-5, 3100), min_size=0, max_size=12), min_size=1, max_size=6
+        st.one_of(
+            st.lists(st.integers(-5, 3100), min_size=0, max_size=12),
+            st.lists(st.integers(0, 3100), min_size=64, max_size=90),  # the id-table path
+        ),
+        min_size=1,
+        max_size=6,
     ),
 )
 def test_integer_arrays_of_keys_behave_as_lists_of_ints(gru_model, opened, ticks):
+    """Arrays (always the id table) and lists (the id table from 64 plain ints, the
+    dict below that or for ids outside the table) give the same outputs and errors."""
     model = sg.load(gru_model.onnx)
     arrays, lists = model.pool(), model.pool()
     arrays.open_many(np.array(opened))
@@ -102,6 +109,10 @@ def test_integer_keys_anywhere_in_int64_and_uint64(gru_model):
     with pytest.raises(ValueError, match=r"more than once.*\[7\]"):
         pool.step_batch(np.array([7, 0, 7]), x[:3])
     assert pool.steps(7) == 2 and pool.steps(0) == 2  # the refused ticks changed nothing
+    pool.open_many(range(100, 170))
+    long = [*range(100, 169), 2**64 - 1]  # a long list of ints beyond int64: the dict
+    assert pool.step_batch(long, np.ones((70, 3), np.float32)).shape == (70, 2)
+    assert pool.steps(2**64 - 1) == 2 and pool.steps(168) == 1
 
 
 def test_a_changed_array_is_looked_up_again(gru_model):
@@ -175,3 +186,20 @@ def test_open_many_equals_opening_one_by_one(gru_model):
     assert many.keys() == single.keys() and many.stats().capacity == single.stats().capacity
     x = np.random.default_rng(1).standard_normal((len(keys), 3)).astype(np.float32)
     np.testing.assert_array_equal(many.step_batch(keys, x), single.step_batch(keys, x))
+
+
+def test_long_lists_of_ints_take_the_id_table_and_behave_as_the_dict(gru_model):
+    model = sg.load(gru_model.onnx)
+    by_ids, by_dict = model.pool(), model.pool()
+    by_ids.open_many(range(200))
+    by_dict.open_many([(k,) for k in range(200)])  # tuples: always through the dict
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        chosen = rng.permutation(200)[:100].tolist()
+        x = rng.standard_normal((100, 3)).astype(np.float32)
+        y = by_ids.step_batch(chosen, x)
+        np.testing.assert_array_equal(y, by_dict.step_batch([(k,) for k in chosen], x))
+    for bad, error in (([*range(99), 99, 5], "more than once"), ([*range(99), 500], r"\[500\]")):
+        with pytest.raises((KeyError, ValueError), match=error):
+            by_ids.step_batch(bad, np.ones((len(bad), 3), np.float32))
+    assert [by_ids.steps(k) for k in range(200)] == [by_dict.steps((k,)) for k in range(200)]
