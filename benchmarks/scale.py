@@ -13,8 +13,10 @@ on one thread, every stream of the pool stepped in every tick:
   handed slot indices (no key lookup, no input checks);
 - PyTorch eager: the same gather/run/scatter on torch tensors.
 
-Three trials of about 0.4 s per contender and size, in rotating order; the median
-stream-steps/s, and its share of the single-thread GEMM ceiling. The ratio goals (flat
+Every fleet is built first; then three trials, each visiting every size in turn with
+the contenders in rotating order, about 0.4 s of ticks each; a trial's rate is its whole
+time over its stream-steps; the median over trials, and its share of the single-thread
+GEMM ceiling. The ratio goals (flat
 with fleet size, LSTM against GRU) are measured apart, with GRU pools of 4,096, 65,536
 and 1,048,576 streams and an LSTM pool of 4,096 ticked in rotation, 15 rounds of about
 0.15 s each, so that the machine's drift falls on both sides of each ratio, each round's rate its
@@ -86,17 +88,20 @@ def build_models(directory: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def _time(tick: Any, seconds: float) -> float:
-    """Seconds per tick over about ``seconds`` (at least two ticks)."""
-    times = []
-    start = time.perf_counter()
-    while len(times) < 2 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
+    """Seconds per tick: the whole time of about ``seconds`` of ticks (at least one) over
+    their count. Not a median of single ticks: on a shared machine a short tick can
+    dodge the pauses that a long one always absorbs, which would favour small fleets."""
+    count, start = 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - start < seconds:
         tick()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        count += 1
+    return (time.perf_counter() - start) / count
 
 
 def measure_sizes(onnx: Path, ckpt: Path, plan: Plan, log: Any) -> list[dict[str, Any]]:
+    """Stream-steps/s of each contender at each size, every stream in every tick. Every
+    fleet is built first, then each trial visits every size in turn (the contenders in
+    rotating order), so that a slow spell of the machine spreads over all sizes."""
     import torch
 
     from stream_gru.training.network import load_checkpoint
@@ -105,19 +110,27 @@ def measure_sizes(onnx: Path, ckpt: Path, plan: Plan, log: Any) -> list[dict[str
     model = sg.load(onnx, provider="cpu")
     session = plain_session(onnx)
     net = load_checkpoint(ckpt).eval()
+    seconds: dict[tuple[int, str], list[float]] = {}
+    with torch.inference_mode():
+        fleets = {n: _fleet(n, model, session, net, torch) for n in plan.sizes}
+        for trial in range(plan.trials):
+            for n, contenders in fleets.items():
+                names = list(contenders)
+                for name in names[trial % 3 :] + names[: trial % 3]:
+                    seconds.setdefault((n, name), []).append(
+                        _time(contenders[name], plan.trial_seconds)
+                    )
+            log(f"  trial {trial + 1} of {plan.trials}")
     rows = []
-    for n in plan.sizes:
-        with torch.inference_mode():
-            rate = _measure_size(n, model, session, net, torch, plan)
+    for n, contenders in fleets.items():
+        rate = {name: n / float(np.median(seconds[(n, name)])) for name in contenders}
         rows.append({"streams": n, "steps_per_s": rate})
         log(f"  {n:>9,} streams: " + ", ".join(f"{k} {v / 1e6:.2f} M/s" for k, v in rate.items()))
     return rows
 
 
-def _measure_size(
-    n: int, model: sg.StreamingModel, session: Any, net: Any, torch: Any, plan: Plan
-) -> dict[str, float]:
-    """Stream-steps/s of each contender on ``n`` streams, every stream in every tick."""
+def _fleet(n: int, model: sg.StreamingModel, session: Any, net: Any, torch: Any) -> dict[str, Any]:
+    """The three contenders' ticks of ``n`` streams, each run once (warm-up)."""
     spec = model.spec
     xs = np.random.default_rng(n).standard_normal((n, spec.input_size)).astype(np.float32)
     ids, slots = np.arange(n), [np.arange(n)]
@@ -131,13 +144,8 @@ def _measure_size(
         "PyTorch eager": lambda: eager(0),
     }
     for tick in contenders.values():
-        tick()  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for trial in range(plan.trials):
-        for name in names[trial % 3 :] + names[: trial % 3]:
-            seconds[name].append(_time(contenders[name], plan.trial_seconds))
-    return {name: n / float(np.median(t)) for name, t in seconds.items()}
+        tick()
+    return contenders
 
 
 _MEMORY_CHILD = r"""
@@ -173,13 +181,8 @@ def measure_paired(models: dict[str, tuple[Path, Path]], plan: Plan) -> dict[str
     per_step: dict[tuple[str, int], list[float]] = {fleet: [] for fleet in fleets}
     for _ in range(plan.rounds):
         for fleet, (pool, ids, xs) in ticks.items():
-            count, start = 0, time.perf_counter()
-            while count == 0 or time.perf_counter() - start < plan.round_seconds:
-                pool.step_batch(ids, xs)
-                count += 1
-            # a round's whole time over its stream-steps: a median of single ticks would
-            # let short ticks dodge the pauses a shared machine gives every tick
-            per_step[fleet].append((time.perf_counter() - start) / (count * len(ids)))
+            seconds = _time(lambda p=pool, i=ids, x=xs: p.step_batch(i, x), plan.round_seconds)
+            per_step[fleet].append(seconds / len(ids))
     rates = {f"{name} {n}": 1 / float(np.median(v)) for (name, n), v in per_step.items()}
     return {"rounds": plan.rounds, "steps_per_s": rates}
 

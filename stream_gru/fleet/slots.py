@@ -5,10 +5,10 @@ Slots are rows of the store's state arrays (``stores.py``). Free slots wait on a
 (an int64 array), so a million opens take one slice, not a million pops. A fleet
 numbered by integer ids has a second index beside the key dict: a table from id to
 slot, so that ``step_batch`` with a numpy array of ids (or a list of 64 or more plain
-ints) resolves its slots in one vectorized lookup; ids outside the table (negative, or far beyond the number of
-streams) are found through the dict as any other key. A tick's key list is usually the
-last tick's again: while no stream opened or closed, an equal list (or array) reuses
-the slots looked up for it.
+ints) resolves its slots in one vectorized lookup; ids outside the table (negative, or
+far beyond the number of streams) are found through the dict as any other key. A
+tick's key list is usually the last tick's again: while no stream opened or closed, an
+equal list (or array) reuses the slots looked up for it.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class CellComparison:
             "acc: accuracy over every step; last: at each recording's last step."
             if self.task == "classification"
             else "mae: mean absolute error in the target's units.",
-            "ONNX KiB: the whole file (a GRU's carries the one-step graphs its pools run).",
+            "ONNX KiB: the whole file, with the one-step graphs its pools run.",
             f"step us: median of {s.get('latency_steps')} Stream.step calls, one thread, CPU. "
             "steps/s: stream-steps per second",
             f"of a StreamPool tick of {s.get('fleet_streams')} streams (median of "
