@@ -330,18 +330,24 @@ def plot(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(r["models"]), figsize=(6 * len(r["models"]), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(r["models"]), figsize=(6 * len(r["models"]), 4.5), sharey=True)
     for ax, (name, m) in zip(np.atleast_1d(axes), r["models"].items(), strict=True):
         sizes = [row["streams"] for row in m["sizes"]]
         for contender in m["sizes"][0]["steps_per_s"]:
             ax.plot(sizes, [row["steps_per_s"][contender] / 1e6 for row in m["sizes"]], "o-",
                     label=contender)  # fmt: skip
+        paired = [(int(k.split()[1]), v) for k, v in r.get("paired", {}).get("steps_per_s", {})
+                  .items() if k.split()[0] == name]  # fmt: skip
+        if paired:
+            ax.plot(*zip(*[(n, v / 1e6) for n, v in paired], strict=True), "k*", ms=11,
+                    label="pool, ticked in rotation (the ratio goals)")  # fmt: skip
         ax.axhline(m["ceiling_steps_per_s"] / 1e6, color="k", ls=":", label="GEMM ceiling")
         ax.set(xscale="log", xlabel="streams per tick", title=name)
-        ax.legend()
-    np.atleast_1d(axes)[0].set_ylabel("million stream-steps/s (one thread)")
+    first = np.atleast_1d(axes)[0]
+    first.set_ylabel("million stream-steps/s (one thread)")
+    fig.legend(*first.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=9)
     fig.suptitle(f"fleet scaling, {r['date']}, {r['machine']['cores']} cores")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
 
