@@ -26,6 +26,7 @@ from .stores import DeviceStates, HostStates
 __all__ = ["KeysNotOpen", "KeysRepeated", "SlotTable"]
 
 _ID_TABLE_MIN = 1 << 16  # the id table may always cover ids below this
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class KeysNotOpen(KeyError):
@@ -57,6 +58,7 @@ class SlotTable:
         self._free_top = capacity
         self._stamp = np.zeros(capacity, np.int64)  # scratch for the distinct-keys check
         self._ids = np.full(0, -1, np.int64)  # slot by integer id, -1: not open
+        self._beyond: set[int] = set()  # open ids beyond the table, found through the dict
         self._recent: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
 
     @property
@@ -111,10 +113,13 @@ class SlotTable:
         slots = np.fromiter((self.slots.pop(k) for k in keys), np.int64, len(keys))
         self._free[self._free_top : self._free_top + len(slots)] = slots
         self._free_top += len(slots)
-        ids = _ids_of(keys)
-        if ids is not None:
+        found = _ids_of(keys)
+        if found is not None:
+            ids = found[0]
             inside = (ids >= 0) & (ids < len(self._ids))
             self._ids[ids[inside]] = -1
+            if self._beyond:
+                self._beyond.difference_update(ids[ids >= len(self._ids)].tolist())
         self.generation += 1
         return slots
 
@@ -132,18 +137,26 @@ class SlotTable:
 
     def _index_ids(self, keys: list[Any], slots: np.ndarray) -> None:
         """Put the integer keys of an open in the id table, where they fit in it."""
-        ids = _ids_of(keys)
-        if ids is None:
+        found = _ids_of(keys)
+        if found is None:
             return
+        ids, slots = found[0], slots[found[1]]
         limit = max(_ID_TABLE_MIN, 4 * self.capacity)
         inside = (ids >= 0) & (ids < limit)
+        self._beyond.update(ids[ids >= limit].tolist())
         if not inside.any():
             return
         top = int(ids[inside].max()) + 1
         if top > len(self._ids):
+            old = len(self._ids)
             grown = np.full(min(limit, max(top, 2 * len(self._ids))), -1, np.int64)
-            grown[: len(self._ids)] = self._ids
+            grown[:old] = self._ids
             self._ids = grown
+            # ids opened while they were beyond the table are in the dict only: index
+            # them now, or the table would call them not open
+            for key in [k for k in self._beyond if old <= k < len(grown)]:
+                grown[key] = self.slots[key]
+                self._beyond.discard(key)
         self._ids[ids[inside]] = slots[inside]
 
     # -- a tick's keys ------------------------------------------------------------------
@@ -198,14 +211,21 @@ class SlotTable:
             raise KeysRepeated(twice, int(repeated.size))
 
 
-def _ids_of(keys: list[Any]) -> np.ndarray | None:
-    """``keys`` as an int64 array where they are all ints that fit one (else None)."""
-    if not keys or set(map(type, keys)) != {int}:
+def _ids_of(keys: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The int keys among ``keys`` that fit an int64, as an array, and their positions
+    in ``keys``; None where there are none. Every such key must be in the id table (or
+    known to be beyond it), whatever other keys come with it."""
+    if not keys:
         return None
-    try:
-        return np.fromiter(keys, np.int64, len(keys))
-    except OverflowError:
+    if set(map(type, keys)) == {int}:
+        try:
+            return np.fromiter(keys, np.int64, len(keys)), np.arange(len(keys))
+        except OverflowError:
+            pass
+    positions = [i for i, k in enumerate(keys) if type(k) is int and _INT64[0] <= k <= _INT64[1]]
+    if not positions:
         return None
+    return np.array([keys[i] for i in positions], np.int64), np.array(positions, np.int64)
 
 
 def _as_ids(keys: list[Any]) -> np.ndarray | None:

@@ -203,3 +203,67 @@ def test_long_lists_of_ints_take_the_id_table_and_behave_as_the_dict(gru_model):
         with pytest.raises((KeyError, ValueError), match=error):
             by_ids.step_batch(bad, np.ones((len(bad), 3), np.float32))
     assert [by_ids.steps(k) for k in range(200)] == [by_dict.steps((k,)) for k in range(200)]
+
+
+def test_ids_opened_and_closed_among_other_keys_keep_the_id_table_right(gru_model):
+    """Int keys opened or closed in one call with keys of other types are indexed and
+    unindexed all the same: an id array never reaches a closed stream's slot."""
+    model = sg.load(gru_model.onnx)
+    pool = model.pool()
+    pool.open_many([5, 6])  # ids alone: indexed
+    pool.open("a")
+    pool.close_many([6, "a"])  # an id among other keys: unindexed all the same
+    pool.open("b")  # takes 6's or a's old slot
+    with pytest.raises(KeyError, match=r"\[6\]"):
+        pool.step_batch(np.array([5, 6]), np.ones((2, 3), np.float32))
+    pool.step_batch(np.array([5]), np.ones((1, 3), np.float32))
+    assert pool.steps(5) == 1 and pool.steps("b") == 0
+    pool.open_many([(1, 2), 2**64, 9])  # a tuple, an int beyond int64, an id
+    y = pool.step_batch(np.array([9, 5]), np.ones((2, 3), np.float32))
+    assert_agree(y[0], model.stream().step(np.ones(3)))
+    assert pool.steps(9) == 1 and pool.steps(5) == 2
+
+
+def test_ids_opened_beyond_the_table_are_found_once_it_covers_them(gru_model):
+    pool = sg.StreamPool(sg.load(gru_model.onnx), capacity=8)
+    pool.open(100_000)  # beyond the id table of a small pool: in the dict only
+    pool.open_many(np.arange(20_000))  # the pool grows, and with it the table's limit
+    pool.open(110_000)  # the table grows past 100,000
+    y = pool.step_batch(np.array([100_000, 5, 110_000]), np.ones((3, 3), np.float32))
+    assert y.shape == (3, 2) and pool.steps(100_000) == 1
+    pool.close(100_000)
+    with pytest.raises(KeyError, match=r"\[100000\]"):
+        pool.step_batch(np.array([100_000]), np.ones((1, 3), np.float32))
+
+
+_KEYS = st.one_of(
+    st.integers(0, 300), st.integers(60_000, 300_000), st.integers(-3, -1), st.sampled_from("abc")
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.lists(_KEYS, max_size=6)), max_size=12))
+def test_the_id_table_follows_any_mix_of_opens_and_closes(gru_model, ops):
+    """After any opens and closes of mixed keys (ids inside and beyond the table,
+    negative ints, strings), an id array finds exactly the open ids, each its own."""
+    pool = sg.StreamPool(sg.load(gru_model.onnx), capacity=4)
+    open_keys: set = set()
+    for opening, keys in ops:
+        keys = list(dict.fromkeys(keys))
+        if opening:
+            keys = [k for k in keys if k not in open_keys]
+            pool.open_many(keys)
+            open_keys.update(keys)
+        else:
+            keys = [k for k in keys if k in open_keys]
+            pool.close_many(keys)
+            open_keys.difference_update(keys)
+        ids = sorted(k for k in open_keys if isinstance(k, int))
+        before = {k: pool.steps(k) for k in open_keys}
+        pool.step_batch(np.array(ids, np.int64), np.ones((len(ids), 3), np.float32))
+        assert {k: pool.steps(k) - before[k] for k in open_keys} == {
+            k: int(isinstance(k, int)) for k in open_keys
+        }
+        for closed in {k for _, ks in ops for k in ks if isinstance(k, int)} - open_keys:
+            with pytest.raises(KeyError):
+                pool.step_batch(np.array([closed]), np.ones((1, 3), np.float32))
