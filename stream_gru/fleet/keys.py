@@ -30,6 +30,7 @@ __all__ = [
     "key_in",
     "key_list",
     "key_token",
+    "refuse_masked",
     "split_refused",
 ]
 
@@ -51,10 +52,10 @@ MAX_KEY_DEPTH = 16
 
 
 def canonical_key(key: Any, _depth: int = 0) -> Any:
-    """``key`` as a pool stores it: numpy integers become the equal ``int`` (inside
-    tuples too); other accepted keys are returned as they are. ``TypeError`` for a
-    value of another type (a float, a bool, a list, None, ...), or tuples nested
-    deeper than ``MAX_KEY_DEPTH``."""
+    """``key`` as a pool stores it: numpy integers and subclasses of int, str and bytes
+    become the equal plain value (inside tuples too); other accepted keys are returned
+    as they are. ``TypeError`` for a value of another type (a float, a bool, a list,
+    None, ...), or tuples nested deeper than ``MAX_KEY_DEPTH``."""
     kind = type(key)
     if kind is str or kind is int or kind is bytes:
         return key
@@ -66,7 +67,14 @@ def canonical_key(key: Any, _depth: int = 0) -> Any:
         if _depth >= MAX_KEY_DEPTH:
             raise TypeError(f"a stream key's tuples nest at most {MAX_KEY_DEPTH} deep")
         return tuple(canonical_key(k, _depth + 1) for k in key)
-    return key  # a subclass of str, int or bytes: compares and hashes as its value
+    # a subclass of str, int or bytes (an IntEnum member, say) compares and hashes as its
+    # value: stored as that value, so that the id table and saved files see the same key
+    # (the base types' own methods: a subclass's __str__ or __int__ may say otherwise)
+    if isinstance(key, int):
+        return int.__int__(key)
+    if isinstance(key, str):
+        return str.__str__(key)
+    return bytes.__getitem__(key, slice(None))
 
 
 def check_key(key: Any) -> None:
@@ -96,10 +104,21 @@ def key_in(slots: Mapping[Any, Any], key: Any) -> bool:
         return False
 
 
+def refuse_masked(keys: Any) -> None:
+    """``TypeError`` for keys given as a masked array: its masked entries would become
+    None (or, for an id array, their hidden values), never what was meant."""
+    if isinstance(keys, np.ma.MaskedArray):
+        raise TypeError(
+            "keys is a masked array, whose mask would be ignored: pass the keys to use "
+            "(keys.compressed()), not a mask over them"
+        )
+
+
 def key_list(keys: Iterable[Any] | np.ndarray) -> list[Any]:
     """A tick's keys as a list of canonical keys. A numpy integer (or str/bytes) array
     converts in one C-level call; ``TypeError`` names the first key of a refused type,
     or a single str/bytes given where a sequence of keys was expected."""
+    refuse_masked(keys)
     if isinstance(keys, np.ndarray):
         if keys.ndim != 1:
             raise ValueError(f"keys must be one-dimensional, got an array of shape {keys.shape}")

@@ -32,6 +32,7 @@ from .keys import (
     canonical_key,
     canonical_samples,
     key_list,
+    refuse_masked,
     split_refused,
 )
 from .slots import KeysNotOpen, KeysRepeated, SlotTable
@@ -178,8 +179,9 @@ class StreamPool:
     def _slot_of(self, key: Any) -> int:
         """The slot of an open stream; ``TypeError`` for a key of a refused type,
         ``KeyError`` for one that is not open."""
+        key = canonical_key(key)
         try:
-            return self._table.slots[canonical_key(key)]
+            return self._table.slots[key]
         except KeyError:
             raise KeyError(f"stream {key!r} is not open in this pool") from None
 
@@ -257,7 +259,7 @@ class StreamPool:
             raise
         if not len(named):
             return np.zeros((0, *self._output_tail()), np.float32)
-        return self._tick(named, samples, check_distinct=True)
+        return self._tick(named, samples)
 
     def _output_tail(self) -> tuple[int, ...]:
         size = self.model.spec.output_size
@@ -272,12 +274,12 @@ class StreamPool:
             self._rejected += e.count
             raise
 
-    def _tick(
-        self, keys: list[Any] | np.ndarray, samples: np.ndarray, check_distinct: bool = False
-    ) -> np.ndarray:
+    def _tick(self, keys: list[Any] | np.ndarray, samples: np.ndarray) -> np.ndarray:
+        """One tick. Keys are checked to be distinct even where they come from a
+        mapping: a custom ``Mapping`` can list a key twice."""
         with self._lock:
             start = time.perf_counter()
-            slots = self._slots_of(keys, check_distinct)
+            slots = self._slots_of(keys, check_distinct=True)
             table = self._table
             if self._steps_high >= MAX_STEPS:  # only then is the exact check needed
                 self._check_step_room(keys, slots)
@@ -296,7 +298,7 @@ class StreamPool:
         full = np.flatnonzero(steps[slots] >= MAX_STEPS)
         if full.size:
             self._rejected += len(keys)
-            named = [keys[i] for i in full[:20].tolist()]
+            named = _plain(keys, full[:20])
             raise ValueError(
                 f"streams {named!r} have run {MAX_STEPS:,} steps, the most a step count "
                 f"holds: no stream stepped (restore them from a snapshot of fewer steps)"
@@ -360,8 +362,8 @@ class StreamPool:
         """The step counts of open, distinct ``keys`` (int64, in their order): after a
         tick of the same keys, one lookup for all of them."""
         named = _tick_keys(keys)
-        with self._lock:
-            return np.array(self._table.steps[self._slots_of(named, check_distinct=True)])
+        with self._lock:  # a query: a refused one counts no rejected samples
+            return np.array(self._table.steps[self._table.resolve(named, check_distinct=True)])
 
     def state(self, key: Any) -> dict[str, np.ndarray]:
         """A copy of one stream's state, as ``Stream.state``."""
@@ -474,9 +476,17 @@ class StreamPool:
             )
 
 
+def _plain(keys: list[Any] | np.ndarray, positions: np.ndarray) -> list[Any]:
+    """The keys at ``positions``, an id array's as the plain ints they stand for."""
+    if isinstance(keys, np.ndarray):
+        return keys[positions].tolist()  # type: ignore[no-any-return]
+    return [keys[i] for i in positions.tolist()]
+
+
 def _tick_keys(keys: Any) -> list[Any] | np.ndarray:
     """A tick's keys: an integer array kept as it is (its ids are looked up at once),
     anything else as a list of canonical keys (``key_list``)."""
+    refuse_masked(keys)
     if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
         return keys
     return key_list(keys)

@@ -59,7 +59,8 @@ class SlotTable:
         self._stamp = np.zeros(capacity, np.int64)  # scratch for the distinct-keys check
         self._ids = np.full(0, -1, np.int64)  # slot by integer id, -1: not open
         self._beyond: set[int] = set()  # open ids beyond the table, found through the dict
-        self._recent: tuple[int, Any, np.ndarray] = (-1, None, np.zeros(0, np.int64))
+        # the last tick's keys, slots, and whether they were checked to be distinct
+        self._recent: tuple[int, Any, np.ndarray, bool] = (-1, None, np.zeros(0, np.int64), False)
 
     @property
     def capacity(self) -> int:
@@ -164,9 +165,9 @@ class SlotTable:
         """The slots of a tick's keys (canonical, or an integer array of ids):
         ``KeysNotOpen`` for keys that are not open, ``KeysRepeated`` (with
         ``check_distinct``) for keys named twice."""
-        generation, recent_keys, recent_slots = self._recent
+        generation, recent_keys, recent_slots, checked = self._recent
         same = generation == self.generation and recent_keys is not None
-        if same and _same_keys(keys, recent_keys):
+        if same and (checked or not check_distinct) and _same_keys(keys, recent_keys):
             return recent_slots
         ids = keys if isinstance(keys, np.ndarray) else _as_ids(keys)
         slots = None if ids is None else self._resolve_ids(ids)
@@ -181,7 +182,7 @@ class SlotTable:
         if check_distinct:
             self._check_distinct(keys, slots)
         kept = keys.copy() if isinstance(keys, np.ndarray) else list(keys)
-        self._recent = (self.generation, kept, slots)
+        self._recent = (self.generation, kept, slots, check_distinct)
         return slots
 
     def _resolve_ids(self, ids: np.ndarray) -> np.ndarray | None:

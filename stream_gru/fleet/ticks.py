@@ -82,7 +82,12 @@ def check_batch(spec: ModelSpec, keys: Sequence[Any] | np.ndarray, xs: Any) -> n
         bad = non_finite_rows(xs, len(keys), spec.sample_shape)
         if not bad:
             raise
-        named = ", ".join(repr(keys[i]) for i in bad[:20])
+        shown = (
+            np.asarray(keys)[bad[:20]].tolist()
+            if isinstance(keys, np.ndarray)
+            else [keys[i] for i in bad[:20]]
+        )
+        named = ", ".join(repr(k) for k in shown)
         raise ValueError(
             f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} (first: {e})"
         ) from None

@@ -99,3 +99,85 @@ def test_key_list_converts_arrays_in_one_call_and_refuses_what_is_not_keys():
     with pytest.raises(TypeError, match="got one str"):
         key_list("abc")
     assert canonical_key(("a", (np.int16(1), b"x"))) == ("a", (1, b"x"))
+
+
+def test_subclasses_of_int_str_and_bytes_are_stored_as_their_plain_value(model):
+    """An IntEnum member is the stream of its int everywhere, the id table included: a
+    closed one is never reached through an id array."""
+    import enum
+
+    class Pump(enum.IntEnum):
+        FIVE = 5
+
+    class Site(str, enum.Enum):
+        NORTH = "north"
+
+    pool = model.pool()
+    pool.open_many([Pump.FIVE, Site.NORTH, (Pump.FIVE, Site.NORTH)])
+    keys = pool.keys()
+    assert keys == [5, "north", (5, "north")]
+    assert [type(k) for k in keys] == [int, str, tuple]
+    assert [type(k) for k in keys[2]] == [int, str]
+    x = np.ones((1, 3), np.float32)
+    pool.step_batch(np.array([5]), x)
+    pool.step_batch([Pump.FIVE], x)
+    assert pool.steps(5) == 2
+    pool.close(Pump.FIVE)
+    pool.open("other")  # takes the closed slot
+    with pytest.raises(KeyError, match=r"\[5\]"):
+        pool.step_batch(np.array([5]), x)
+    assert pool.steps("other") == 0
+
+
+def test_an_id_array_names_its_keys_as_the_ints_they_are(model):
+    pool = model.pool()
+    pool.open_many(range(4))
+    x = np.ones((3, 3), np.float32)
+    x[2, 0] = np.nan
+    for keys in (np.array([0, 1, 2]), [0, 1, 2]):
+        with pytest.raises(ValueError, match=r"not finite for 2 \("):
+            pool.step_batch(keys, x)
+    with pytest.raises(KeyError, match=r"^'stream 7 is not open"):
+        pool.steps(np.int64(7))
+
+
+def test_a_refused_query_counts_no_rejected_samples(model):
+    pool = model.pool()
+    pool.open_many(range(3))
+    for keys in ([3], np.array([3]), [1, 1]):
+        with pytest.raises((KeyError, ValueError)):
+            pool.step_counts(keys)
+    assert pool.stats().rejected_samples == 0
+
+
+def test_masked_arrays_of_keys_are_refused(model):
+    pool = model.pool()
+    masked = np.ma.array([1, 2, 3], mask=[0, 1, 0])
+    with pytest.raises(TypeError, match="masked array"):
+        pool.open_many(masked)
+    pool.open_many(masked.compressed())
+    with pytest.raises(TypeError, match="masked array"):
+        pool.step_batch(masked, np.ones((3, 3), np.float32))
+    assert pool.keys() == [1, 3] and pool.steps(1) == 0
+
+
+def test_a_mapping_that_lists_a_key_twice_is_refused(model):
+    from collections.abc import Mapping
+
+    class Twice(Mapping):
+        def __getitem__(self, key):
+            return np.ones(3, np.float32)
+
+        def __iter__(self):
+            return iter([1, 1])
+
+        def __len__(self):
+            return 2
+
+    pool = model.pool()
+    pool.open(1)
+    with pytest.raises(ValueError, match="more than once"):
+        pool.step(Twice())
+    with pytest.raises(ValueError, match="more than once"):
+        pool.step_batch([1, 1], np.ones((2, 3), np.float32))
+    assert pool.steps(1) == 0
