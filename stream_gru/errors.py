@@ -13,6 +13,7 @@ __all__ = [
     "CompareError",
     "ExportError",
     "ModelError",
+    "PartialTickError",
     "QueueFullError",
     "ServeError",
     "ShardError",
@@ -42,6 +43,18 @@ class ExportError(StreamGRUError):
 class CompareError(StreamGRUError):
     """Two models that ``stream-gru compare`` cannot compare (other features, outputs or
     task), or data that lacks the columns they need."""
+
+
+class PartialTickError(StreamGRUError):
+    """onnxruntime failed partway through a tick run in blocks (a tick of more than
+    ``block_rows`` streams; inputs are checked before any block runs, so this is a
+    failure of the runtime itself, out of memory say). The streams of the blocks before
+    the failure stepped, step counts included: ``stepped`` lists their keys; the others
+    did not change. The error onnxruntime raised is the ``__cause__``."""
+
+    def __init__(self, message: str, stepped: list[object]) -> None:
+        super().__init__(message)
+        self.stepped = stepped
 
 
 class ShardError(StreamGRUError):

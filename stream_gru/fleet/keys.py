@@ -30,8 +30,10 @@ __all__ = [
     "key_in",
     "key_list",
     "key_token",
+    "keys_at",
     "refuse_masked",
     "split_refused",
+    "tick_keys",
 ]
 
 Key = Hashable
@@ -197,3 +199,19 @@ def key_token(key: Any) -> bytes:
     every machine and Python (``np.int64(5)`` and ``5`` too); what a router hashes to
     place a key."""
     return json.dumps(encode_key(canonical_key(key)), separators=(",", ":")).encode()
+
+
+def tick_keys(keys: Any) -> list[Any] | np.ndarray:
+    """A tick's keys: a one-dimensional integer array kept as it is (its ids are looked
+    up at once), anything else as a list of canonical keys (``key_list``)."""
+    refuse_masked(keys)
+    if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
+        return keys
+    return key_list(keys)
+
+
+def keys_at(keys: list[Any] | np.ndarray, positions: np.ndarray) -> list[Any]:
+    """The keys at ``positions``, an id array's as the plain ints they stand for."""
+    if isinstance(keys, np.ndarray):
+        return keys[positions].tolist()  # type: ignore[no-any-return]
+    return [keys[i] for i in positions.tolist()]

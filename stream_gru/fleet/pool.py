@@ -23,20 +23,14 @@ import numpy as np
 
 from ..core.checks import MAX_STEPS
 from ..core.model import Model
-from ..errors import SnapshotError
+from ..errors import PartialTickError, SnapshotError
 from ..formats.files import NotARegularFile, atomic_write_bytes, read_regular
 from . import poolfile
 from .graphs import GraphChoice
 from .interface import FleetPool
-from .keys import (
-    canonical_key,
-    canonical_samples,
-    key_list,
-    refuse_masked,
-    split_refused,
-)
+from .keys import canonical_key, canonical_samples, key_list, keys_at, split_refused, tick_keys
 from .slots import KeysNotOpen, KeysRepeated, SlotTable
-from .stores import DeviceStates, make_store
+from .stores import BlocksDone, DeviceStates, make_store
 from .ticks import (
     PoolStats,
     TickResult,
@@ -251,7 +245,7 @@ class StreamPool:
         """
         named: list[Any] | np.ndarray | None = None
         try:
-            named = _tick_keys(keys)
+            named = tick_keys(keys)
             samples = check_batch(self.model.spec, named, xs)
         except (TypeError, ValueError):
             with self._lock:
@@ -280,17 +274,30 @@ class StreamPool:
         with self._lock:
             start = time.perf_counter()
             slots = self._slots_of(keys, check_distinct=True)
-            table = self._table
             if self._steps_high >= MAX_STEPS:  # only then is the exact check needed
                 self._check_step_room(keys, slots)
-            y = self._store.tick(slots, samples)
-            table.last_seen[slots] = self._clock()
-            table.steps[slots] += 1
-            self._steps_high += 1
-            self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
-            self._ticks += 1
-            self._stream_steps += len(keys)
+            try:
+                y = self._store.tick(slots, samples)
+            except BlocksDone as e:
+                self._count_steps(slots[: e.rows], start)
+                stepped = keys_at(keys, np.arange(e.rows))
+                raise PartialTickError(
+                    f"onnxruntime failed in a tick of {len(keys):,} streams after the first "
+                    f"{e.rows:,} had stepped (their step counts too; the others did not "
+                    f"change): {e.__cause__!r:.300}",
+                    stepped,
+                ) from e.__cause__
+            self._count_steps(slots, start)
         return y
+
+    def _count_steps(self, slots: np.ndarray, start: float) -> None:
+        """A tick's bookkeeping for the streams it stepped (under the lock)."""
+        self._table.last_seen[slots] = self._clock()
+        self._table.steps[slots] += 1
+        self._steps_high += 1
+        self._latencies[self._ticks % _LATENCY_WINDOW] = time.perf_counter() - start
+        self._ticks += 1
+        self._stream_steps += len(slots)
 
     def _check_step_room(self, keys: list[Any] | np.ndarray, slots: np.ndarray) -> None:
         """``ValueError`` naming the streams whose step count is at its maximum."""
@@ -298,7 +305,7 @@ class StreamPool:
         full = np.flatnonzero(steps[slots] >= MAX_STEPS)
         if full.size:
             self._rejected += len(keys)
-            named = _plain(keys, full[:20])
+            named = keys_at(keys, full[:20])
             raise ValueError(
                 f"streams {named!r} have run {MAX_STEPS:,} steps, the most a step count "
                 f"holds: no stream stepped (restore them from a snapshot of fewer steps)"
@@ -361,7 +368,7 @@ class StreamPool:
     def step_counts(self, keys: Sequence[Any]) -> np.ndarray:
         """The step counts of open, distinct ``keys`` (int64, in their order): after a
         tick of the same keys, one lookup for all of them."""
-        named = _tick_keys(keys)
+        named = tick_keys(keys)
         with self._lock:  # a query: a refused one counts no rejected samples
             return np.array(self._table.steps[self._table.resolve(named, check_distinct=True)])
 
@@ -474,22 +481,6 @@ class StreamPool:
                 tick_p50_us=float(p50),
                 tick_p99_us=float(p99),
             )
-
-
-def _plain(keys: list[Any] | np.ndarray, positions: np.ndarray) -> list[Any]:
-    """The keys at ``positions``, an id array's as the plain ints they stand for."""
-    if isinstance(keys, np.ndarray):
-        return keys[positions].tolist()  # type: ignore[no-any-return]
-    return [keys[i] for i in positions.tolist()]
-
-
-def _tick_keys(keys: Any) -> list[Any] | np.ndarray:
-    """A tick's keys: an integer array kept as it is (its ids are looked up at once),
-    anything else as a list of canonical keys (``key_list``)."""
-    refuse_masked(keys)
-    if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
-        return keys
-    return key_list(keys)
 
 
 def _is_a_fleet_pool(pool: StreamPool) -> FleetPool:

@@ -25,7 +25,7 @@ from ..core.model import Model
 from ..core.session import CUDA
 from .graphs import BatchedGraph, check_graph_choice, choose_graph
 
-__all__ = ["DeviceStates", "HostStates", "block_rows_for", "make_store"]
+__all__ = ["BlocksDone", "DeviceStates", "HostStates", "block_rows_for", "make_store"]
 
 Shapes = Mapping[str, tuple[int, ...]]
 Dtypes = Mapping[str, np.dtype[Any]]
@@ -40,6 +40,15 @@ def block_rows_for(shapes: Shapes) -> int:
     width = sum(int(shape[-1]) for shape in shapes.values() if shape) if shapes else 64
     rows = (256 * 1024) // (4 * max(width, 1))
     return int(min(4096, max(64, 2 ** int(np.log2(max(rows, 1))))))
+
+
+class BlocksDone(Exception):
+    """A blocked tick failed after its first ``rows`` rows had stepped (the pool turns
+    it into ``PartialTickError``)."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(f"the first {rows} rows stepped")
+        self.rows = rows
 
 
 class HostStates:
@@ -87,7 +96,12 @@ class HostStates:
                 if isinstance(rows, slice)
                 else rows[start:end]
             )
-            y = self._step(block, samples[start:end])
+            try:
+                y = self._step(block, samples[start:end])
+            except Exception as e:
+                if start == 0:
+                    raise  # nothing changed
+                raise BlocksDone(start) from e
             if out is None:
                 out = np.empty((n, *y.shape[1:]), y.dtype)
             out[start:end] = y

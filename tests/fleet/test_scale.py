@@ -267,3 +267,43 @@ def test_the_id_table_follows_any_mix_of_opens_and_closes(gru_model, ops):
         for closed in {k for _, ks in ops for k in ks if isinstance(k, int)} - open_keys:
             with pytest.raises(KeyError):
                 pool.step_batch(np.array([closed]), np.ones((1, 3), np.float32))
+
+
+def test_onnxruntime_failing_partway_through_a_blocked_tick_is_told_exactly(model):
+    """Inputs are checked before any block runs; should onnxruntime itself fail in a
+    later block (out of memory, say: injected here), the error names the streams that
+    stepped, their step counts agree with their states, and the rest are untouched."""
+    from stream_gru.errors import PartialTickError
+
+    pool = sg.StreamPool(model, block_rows=4)
+    reference = sg.StreamPool(model)
+    pool.open_many(range(10))
+    reference.open_many(range(4))
+    real = pool._store._graph
+    calls = []
+
+    class FailingSecondCall:
+        name = real.name
+
+        def run(self, samples, states):
+            calls.append(len(samples))
+            if len(calls) == 2:
+                raise RuntimeError("injected: onnxruntime ran out of memory")
+            return real.run(samples, states)
+
+    pool._store._graph = FailingSecondCall()
+    x = np.random.default_rng(3).standard_normal((10, 3)).astype(np.float32)
+    with pytest.raises(PartialTickError, match="after the first 4 had stepped") as caught:
+        pool.step_batch(np.arange(10), x)
+    assert caught.value.stepped == [0, 1, 2, 3]
+    assert "out of memory" in str(caught.value.__cause__)
+    reference.step_batch(np.arange(4), x[:4])
+    for k in range(10):
+        assert pool.steps(k) == (1 if k < 4 else 0)
+        for name, value in pool.state(k).items():
+            expected = reference.state(k)[name] if k < 4 else np.zeros_like(value)
+            np.testing.assert_array_equal(value, expected)
+    assert pool.stats().stream_steps == 4
+    pool._store._graph = real
+    pool.step_batch(np.arange(10), x)  # the pool goes on
+    assert pool.steps(0) == 2 and pool.steps(9) == 1
