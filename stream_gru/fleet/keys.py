@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -210,7 +210,7 @@ def tick_keys(keys: Any) -> list[Any] | np.ndarray:
     return key_list(keys)
 
 
-def keys_at(keys: list[Any] | np.ndarray, positions: np.ndarray) -> list[Any]:
+def keys_at(keys: Sequence[Any] | np.ndarray, positions: np.ndarray) -> list[Any]:
     """The keys at ``positions``, an id array's as the plain ints they stand for."""
     if isinstance(keys, np.ndarray):
         return keys[positions].tolist()  # type: ignore[no-any-return]

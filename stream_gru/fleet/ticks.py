@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.checks import as_samples
 from ..core.spec import ModelSpec
+from .keys import keys_at
 
 __all__ = [
     "PoolStats",
@@ -82,12 +83,7 @@ def check_batch(spec: ModelSpec, keys: Sequence[Any] | np.ndarray, xs: Any) -> n
         bad = non_finite_rows(xs, len(keys), spec.sample_shape)
         if not bad:
             raise
-        shown = (
-            np.asarray(keys)[bad[:20]].tolist()
-            if isinstance(keys, np.ndarray)
-            else [keys[i] for i in bad[:20]]
-        )
-        named = ", ".join(repr(k) for k in shown)
+        named = ", ".join(repr(k) for k in keys_at(keys, np.array(bad[:20], np.int64)))
         raise ValueError(
             f"{len(bad)} bad sample(s), no stream stepped: not finite for {named} (first: {e})"
         ) from None
