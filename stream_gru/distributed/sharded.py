@@ -48,6 +48,7 @@ from ..fleet.ticks import (
     check_batch,
     check_idle_seconds,
     check_samples,
+    drop_not_open,
     refused_rows,
 )
 from ..formats.files import read_regular
@@ -244,13 +245,7 @@ class ShardedPool:
         samples, refused = split_refused(samples)
         keys, xs, rejected = check_samples(self.model.spec, samples)
         rejected.update(refused)
-        still_open = [k in self._keys for k in keys]
-        if not all(still_open):
-            rejected.update(
-                {k: "stream not open" for k, ok in zip(keys, still_open, strict=True) if not ok}
-            )
-            keys = [k for k, ok in zip(keys, still_open, strict=True) if ok]
-            xs = xs[np.asarray(still_open, np.bool_)]
+        keys, xs = drop_not_open(keys, xs, [k in self._keys for k in keys], rejected)
         self._rejected += len(rejected)
         if not keys:
             return TickResult({}, rejected)

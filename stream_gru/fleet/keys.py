@@ -203,9 +203,9 @@ def key_token(key: Any) -> bytes:
 
 def tick_keys(keys: Any) -> list[Any] | np.ndarray:
     """A tick's keys: a one-dimensional integer array kept as it is (its ids are looked
-    up at once), anything else as a list of canonical keys (``key_list``)."""
-    refuse_masked(keys)
-    if isinstance(keys, np.ndarray) and keys.ndim == 1 and keys.dtype.kind in "iu":
+    up at once; a masked array is not one: ``key_list`` refuses it), anything else as a
+    list of canonical keys (``key_list``)."""
+    if type(keys) is np.ndarray and keys.ndim == 1 and keys.dtype.kind in "iu":
         return keys
     return key_list(keys)
 

@@ -37,6 +37,7 @@ from .ticks import (
     check_batch,
     check_idle_seconds,
     check_samples,
+    drop_not_open,
     refused_rows,
 )
 
@@ -222,13 +223,7 @@ class StreamPool:
         keys, xs, rejected = check_samples(self.model.spec, samples)
         rejected.update(refused)
         with self._lock:
-            still_open = self._table.open_mask(keys)
-            if not all(still_open):
-                rejected.update(
-                    {k: "stream not open" for k, ok in zip(keys, still_open, strict=True) if not ok}
-                )
-                keys = [k for k, ok in zip(keys, still_open, strict=True) if ok]
-                xs = xs[np.asarray(still_open, np.bool_)]
+            keys, xs = drop_not_open(keys, xs, self._table.open_mask(keys), rejected)
             self._rejected += len(rejected)
             if not keys:
                 return TickResult({}, rejected)

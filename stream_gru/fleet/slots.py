@@ -212,17 +212,24 @@ class SlotTable:
             raise KeysRepeated(twice, int(repeated.size))
 
 
+def _all_ids(keys: list[Any]) -> np.ndarray | None:
+    """``keys`` as an int64 array where every one is a plain int that fits one; else
+    None."""
+    if not keys or set(map(type, keys)) != {int}:
+        return None
+    try:
+        return np.fromiter(keys, np.int64, len(keys))
+    except OverflowError:
+        return None
+
+
 def _ids_of(keys: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """The int keys among ``keys`` that fit an int64, as an array, and their positions
     in ``keys``; None where there are none. Every such key must be in the id table (or
     known to be beyond it), whatever other keys come with it."""
-    if not keys:
-        return None
-    if set(map(type, keys)) == {int}:
-        try:
-            return np.fromiter(keys, np.int64, len(keys)), np.arange(len(keys))
-        except OverflowError:
-            pass
+    ids = _all_ids(keys)
+    if ids is not None:
+        return ids, np.arange(len(keys))
     positions = [i for i, k in enumerate(keys) if type(k) is int and _INT64[0] <= k <= _INT64[1]]
     if not positions:
         return None
@@ -232,13 +239,8 @@ def _ids_of(keys: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
 def _as_ids(keys: list[Any]) -> np.ndarray | None:
     """A long list of plain ints as an int64 array, to be looked up in the id table at
     once (a dict lookup per key costs about as much as the key's share of the graph);
-    None for anything else."""
-    if len(keys) < 64 or set(map(type, keys)) != {int}:
-        return None
-    try:
-        return np.array(keys, np.int64)
-    except OverflowError:  # beyond int64: through the dict
-        return None
+    None for anything else (beyond int64 too: through the dict)."""
+    return _all_ids(keys) if len(keys) >= 64 else None
 
 
 def _same_keys(keys: list[Any] | np.ndarray, recent: Any) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "check_batch",
     "check_idle_seconds",
     "check_samples",
+    "drop_not_open",
     "non_finite_rows",
     "refused_rows",
     "row_count",
@@ -134,6 +135,18 @@ def check_samples(
         except (ValueError, TypeError) as e:
             rejected[keys[i]] = str(e)
     return [k for k, good in zip(keys, ok.tolist(), strict=True) if good], stacked[ok], rejected
+
+
+def drop_not_open(
+    keys: list[Any], samples: np.ndarray, is_open: list[bool], rejected: dict[Any, str]
+) -> tuple[list[Any], np.ndarray]:
+    """``step_valid``'s good keys and their samples without those that are not open
+    (``is_open`` False), each of which goes into ``rejected`` as "stream not open"."""
+    if all(is_open):
+        return keys, samples
+    rejected.update({k: "stream not open" for k, ok in zip(keys, is_open, strict=True) if not ok})
+    kept = [k for k, ok in zip(keys, is_open, strict=True) if ok]
+    return kept, samples[np.asarray(is_open, np.bool_)]
 
 
 @dataclass(frozen=True)
