@@ -42,6 +42,7 @@ __all__ = [
     "load_dataset",
     "load_npz",
     "load_training_data",
+    "options_given",
     "split_dataset",
 ]
 
@@ -85,6 +86,17 @@ def load_dataset(path: str | os.PathLike[str], **kw: Any) -> SensorDataset:
     return load_csv(path, **kw)
 
 
+def options_given(**options: Any) -> list[str]:
+    """The data options that are set, as their command-line flags in the order given
+    (``sequence_column`` -> ``--sequence-column``; ``missing`` counts when not its
+    default "error"), for a message naming the options that do not apply."""
+    return [
+        "--" + name.replace("_", "-")
+        for name, value in options.items()
+        if value and not (name == "missing" and value == "error")
+    ]
+
+
 def load_training_data(
     path: str | os.PathLike[str],
     *,
@@ -114,17 +126,13 @@ def load_training_data(
             missing=missing,
             delimiter=delimiter,
         )
-    given = [
-        flag
-        for flag, value in (
-            ("--target", target),
-            ("--features", features),
-            ("--sequence-column", sequence_column),
-            ("--missing", None if missing == "error" else missing),
-            ("--delimiter", delimiter),
-        )
-        if value
-    ]
+    given = options_given(
+        target=target,
+        features=features,
+        sequence_column=sequence_column,
+        missing=missing,
+        delimiter=delimiter,
+    )
     if given:
         raise ValueError(
             f"{', '.join(given)}: for CSV files only; {path} is an .npz, which carries x and y"

@@ -67,14 +67,13 @@ def load_npz(
     feature_names = _npz_names(path, arrays.get("feature_names"), "feature_names", n_in)
     if feature_names is None:
         feature_names = tuple(f"x{i}" for i in range(n_in))
-    for i in range(n):
-        bad = np.argwhere(~np.isfinite(x[i, : lengths[i]].astype(np.float32)))
-        if bad.size:
-            t, j = (int(v) for v in bad[0])
-            raise ValueError(
-                f"{path}: x[{i}, {t}, {j}] (feature {feature_names[j]!r}) is "
-                f"{x[i, t, j]!r}; features must be finite"
-            )
+    bad = _first_non_finite(x, lengths)
+    if bad is not None:
+        i, t, j = bad
+        raise ValueError(
+            f"{path}: x[{i}, {t}, {j}] (feature {feature_names[j]!r}) is "
+            f"{x[i, t, j]!r}; features must be finite"
+        )
     x = x.astype(np.float32)
 
     if y.ndim == 1:
@@ -104,13 +103,10 @@ def load_npz(
         if y.ndim == 2:
             y = y[:, :, None]
         n_out = y.shape[2]
-        for i in range(n):
-            bad = np.argwhere(~np.isfinite(y[i, : lengths[i]].astype(np.float32)))
-            if bad.size:
-                t, j = (int(v) for v in bad[0])
-                raise ValueError(
-                    f"{path}: y[{i}, {t}, {j}] is {y[i, t, j]!r}; targets must be finite"
-                )
+        bad = _first_non_finite(y, lengths)
+        if bad is not None:
+            i, t, j = bad
+            raise ValueError(f"{path}: y[{i}, {t}, {j}] is {y[i, t, j]!r}; targets must be finite")
         names = _npz_names(path, arrays.get("output_names"), "output_names", n_out)
         output_names = names or (("y",) if n_out == 1 else tuple(f"y{j}" for j in range(n_out)))
         recordings = []
@@ -252,3 +248,14 @@ def _check_has_valid_steps(ds: SensorDataset) -> None:
             f"{ds.source}: no step has a valid target (horizon {ds.horizon}, "
             f"longest recording {longest} steps)"
         )
+
+
+def _first_non_finite(a: np.ndarray, lengths: Sequence[int]) -> tuple[int, int, int] | None:
+    """(recording, step, column) of the first value of ``a`` (N, T, C), within each
+    recording's length, that is not finite as float32; None where all are."""
+    for i, length in enumerate(lengths):
+        bad = np.argwhere(~np.isfinite(a[i, :length].astype(np.float32)))
+        if bad.size:
+            t, j = (int(v) for v in bad[0])
+            return i, t, j
+    return None

@@ -28,6 +28,7 @@ from .options import (
     add_tolerance_options,
     add_train_options,
     check_dropout,
+    data_options,
     train_options,
 )
 
@@ -198,16 +199,7 @@ def _cells(args: argparse.Namespace) -> int:
         return EXIT_TROUBLE
     from ..compare.cells import compare_cells, load_compare_data
 
-    data, test = load_compare_data(
-        args.data,
-        target=args.target,
-        features=args.features,
-        sequence_column=args.sequence_column,
-        task=args.task,
-        horizon=args.horizon,
-        missing=args.missing,
-        delimiter=args.delimiter,
-    )
+    data, test = load_compare_data(args.data, **data_options(args))
     # two runs of epoch lines would bury the table: a bar instead
     options = train_options(args, epoch_lines=False)
     out = args.out or _DEFAULT_OUT

@@ -26,6 +26,7 @@ __all__ = [
     "add_train_options",
     "add_verify_options",
     "check_dropout",
+    "data_options",
     "train_options",
 ]
 
@@ -51,6 +52,13 @@ def add_data_options(p: argparse.ArgumentParser | Any) -> None:
         type=one_character,
         help="the CSV delimiter (default: the header's: comma, semicolon, tab or bar)",
     )
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options of ``train`` and ``compare cells`` as the keywords of
+    ``load_training_data``."""
+    names = ("target", "features", "sequence_column", "task", "horizon", "missing", "delimiter")
+    return {name: getattr(args, name) for name in names}
 
 
 def add_train_options(p: argparse.ArgumentParser | Any, *, cell: bool = True) -> None:

@@ -8,7 +8,13 @@ from typing import Any
 
 from ...training.config import GRUConfig
 from .common import HelpFormatter, need_train_extra
-from .options import add_data_options, add_train_options, check_dropout, train_options
+from .options import (
+    add_data_options,
+    add_train_options,
+    check_dropout,
+    data_options,
+    train_options,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -48,16 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"stream-gru train: --out {args.out} is a file, expected a directory")
     check_dropout(args)
     try:
-        data = load_training_data(
-            args.data,
-            target=args.target,
-            features=args.features,
-            sequence_column=args.sequence_column,
-            task=args.task,
-            horizon=args.horizon,
-            missing=args.missing,
-            delimiter=args.delimiter,
-        )
+        data = load_training_data(args.data, **data_options(args))
     except (ValueError, KeyError) as e:
         raise SystemExit(f"stream-gru train: {e}") from None
     config = GRUConfig.for_data(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ...data.csv_files import Missing
-from ...data.dataset import load_training_data
+from ...data.dataset import load_training_data, options_given
 from ...data.recordings import SensorDataset
 from ...fleet.model import StreamingModel, load
 from ...formats.files import atomic_write_bytes
@@ -218,19 +218,15 @@ def load_compare_data(
     """
     path = Path(data)
     if str(data).lower() in BUILTIN_DATA and not path.exists():
-        given = [
-            flag
-            for flag, value in (
-                ("--target", target),
-                ("--features", features),
-                ("--sequence-column", sequence_column),
-                ("--task", task),
-                ("--horizon", horizon),
-                ("--missing", None if missing == "error" else missing),
-                ("--delimiter", delimiter),
-            )
-            if value
-        ]
+        given = options_given(
+            target=target,
+            features=features,
+            sequence_column=sequence_column,
+            task=task,
+            horizon=horizon,
+            missing=missing,
+            delimiter=delimiter,
+        )
         if given:
             raise ValueError(
                 f"{', '.join(given)} do(es) not apply to {data}: it carries its features, "
