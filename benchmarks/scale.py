@@ -46,6 +46,7 @@ import numpy as np
 
 import stream_gru as sg
 from stream_gru.tools.bench.contenders import by_hand_fleet, plain_session, torch_fleet
+from stream_gru.tools.bench.report import save_results
 from stream_gru.tools.bench.system import machine, measure_ceilings, stream_step_flops, versions
 
 SIZES = (1, 16, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
@@ -324,7 +325,7 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
+def plot(r: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,6 +350,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"fleet scaling, {r['date']}, {r['machine']['cores']} cores")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,13 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = time.perf_counter() - start
     text = report(result)
     print(text)
-    (args.out / "scale.json").write_text(json.dumps(result, indent=1))
-    (args.out / "scale.txt").write_text(text + "\n")
-    try:
-        plot(result, args.out / "scale.png")
-    except ImportError:
+    files = save_results(args.out, "scale", result, text, plot)
+    if len(files) < 3:
         print("(no plot: matplotlib is not installed)")
-    print(f"wrote {args.out / 'scale.json'}, {args.out / 'scale.txt'}, {args.out / 'scale.png'}")
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 import stream_gru as sg
+from stream_gru.tools.bench.report import save_results
 from stream_gru.tools.bench.system import machine, versions
 
 TRITON_OVERHEAD_US = 80  # Triton's published server overhead, a tiny model, concurrency 1
@@ -350,7 +351,7 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -379,6 +380,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"stream-gru serve, {result['date']}, {result['machine']['cores']} cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,13 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
     text = report(result)
     print(text)
-    (args.out / "serve.json").write_text(json.dumps(result, indent=1))
-    (args.out / "serve.txt").write_text(text + "\n")
-    try:
-        plot(result, args.out / "serve.png")
-    except ImportError:
+    files = save_results(args.out, "serve", result, text, plot)
+    if len(files) < 3:
         print("(no plot: matplotlib is not installed)")
-    print(f"wrote {args.out / 'serve.json'}, {args.out / 'serve.txt'}, {args.out / 'serve.png'}")
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 

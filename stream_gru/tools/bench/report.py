@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...formats.files import atomic_write_bytes
 
-__all__ = ["evaluate_goals", "format_table", "plot", "write_outputs"]
+__all__ = ["evaluate_goals", "format_table", "plot", "save_results", "write_outputs"]
 
 NAMES = {
     "step": "Stream.step",
@@ -260,14 +261,30 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def save_results(
+    out_dir: Path,
+    stem: str,
+    r: dict[str, Any],
+    text: str,
+    draw: Callable[[dict[str, Any], Path], Path | None],
+) -> tuple[Path, ...]:
+    """Write ``STEM.json`` (NaN and Inf as null), ``STEM.txt`` and, where ``draw`` can
+    (it returns None or raises ImportError without matplotlib), ``STEM.png`` into
+    ``out_dir``, each atomically; the paths written. Every benchmark saves this way."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [
+        atomic_write_bytes(out_dir / f"{stem}.json", json.dumps(_clean(r), indent=1).encode()),
+        atomic_write_bytes(out_dir / f"{stem}.txt", (text + "\n").encode()),
+    ]
+    try:
+        png = draw(r, out_dir / f"{stem}.png")
+    except ImportError:
+        png = None
+    return tuple(files + ([png] if png else []))
+
+
 def write_outputs(r: dict[str, Any], out_dir: Path) -> tuple[str, tuple[Path, ...]]:
     """Judge the goals into ``r``, write bench.json, bench.txt, bench.png into ``out_dir``."""
     r["goals"] = evaluate_goals(r)
     table = format_table(r)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [
-        atomic_write_bytes(out_dir / "bench.json", json.dumps(_clean(r), indent=1).encode()),
-        atomic_write_bytes(out_dir / "bench.txt", (table + "\n").encode()),
-    ]
-    png = plot(r, out_dir / "bench.png")
-    return table, tuple(files + ([png] if png else []))
+    return table, save_results(out_dir, "bench", r, table, plot)
